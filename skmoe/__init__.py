@@ -1,0 +1,11 @@
+"""skmoe: scikit-learn compatible Mixture-of-Experts estimators backed by PyTorch."""
+
+from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "MixtureOfExpertsClassifier",
+    "MixtureOfExpertsRegressor",
+    "__version__",
+]

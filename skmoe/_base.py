@@ -1,0 +1,361 @@
+"""Machinery shared by every skmoe estimator: parameter constraints, input validation,
+seeding, the call into the training engine, chunked inference and fitted attributes.
+
+Subclasses supply the target handling (classification or regression) and the torch
+module (single- or multi-gate).
+"""
+
+import copy
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+
+from ._engine import (
+    Batches,
+    TrainingConfig,
+    TrainingDivergedError,
+    TrainingHistory,
+    infer,
+    make_optimizer,
+    resolve_device,
+    seeded,
+    train,
+)
+from ._input import iter_chunks, to_rows
+from .nn.experts import ACTIVATIONS
+from .nn.gates import GATINGS
+
+_MAX_SEED = np.iinfo(np.int32).max
+
+
+class BaseMixtureOfExperts(BaseEstimator):
+    """Common base of the skmoe estimators; not meant to be used directly."""
+
+    _parameter_constraints: dict = {
+        "n_experts": [Interval(Integral, 1, None, closed="left")],
+        "top_k": [Interval(Integral, 1, None, closed="left"), None],
+        "gating": [StrOptions(set(GATINGS))],
+        "expert_hidden_layer_sizes": ["array-like"],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "load_balancing_coef": [Interval(Real, 0, None, closed="left")],
+        "router_z_loss_coef": [Interval(Real, 0, None, closed="left")],
+        "device": [str, torch.device],
+    }
+
+    # -- hooks for subclasses -------------------------------------------------------
+    def _validate_targets(self, X, y, reset):
+        """Return validated ``(X, y)``."""
+        raise NotImplementedError
+
+    def _prepare_targets(self, y, sample_weight, reset, classes):
+        """Return ``(targets ndarray (n, n_outputs), objective)``."""
+        raise NotImplementedError
+
+    def _build_module(self, n_features, objective, hidden_layer_sizes):
+        """The torch module mapping features to ``objective.n_outputs`` values."""
+        raise NotImplementedError
+
+    def _usage_layers(self, module):
+        """Modules with ``reset_usage`` / ``expert_usage`` to record during training."""
+        raise NotImplementedError
+
+    # -- validation -------------------------------------------------------------------
+    def _hidden_sizes(self, name="expert_hidden_layer_sizes"):
+        sizes = getattr(self, name)
+        if isinstance(sizes, (Integral, np.integer)) and not isinstance(sizes, bool):
+            sizes = (sizes,)
+        try:
+            sizes = tuple(sizes)
+        except TypeError:
+            raise TypeError(f"{name} must be a tuple of ints, got {sizes!r}.") from None
+        for size in sizes:
+            if isinstance(size, bool) or not isinstance(size, (Integral, np.integer)):
+                raise TypeError(
+                    f"{name} must be a tuple of ints, got {getattr(self, name)!r}."
+                )
+            if size < 1:
+                raise ValueError(
+                    f"{name} must contain only positive sizes, got "
+                    f"{getattr(self, name)!r}."
+                )
+        return tuple(int(s) for s in sizes)
+
+    def _check_routing(self):
+        if self.top_k is not None and self.top_k > self.n_experts:
+            raise ValueError(
+                f"top_k={self.top_k} is larger than n_experts={self.n_experts}; "
+                "choose top_k <= n_experts, or top_k=None for dense routing."
+            )
+        if self.gating == "switch" and self.top_k not in (None, 1):
+            raise ValueError(
+                "gating='switch' routes each row to one expert; got "
+                f"top_k={self.top_k}. Use top_k=None or top_k=1 with switch gating."
+            )
+
+    def _check_sample_weight(self, sample_weight, X):
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        if not sample_weight.sum() > 0:
+            raise ValueError("sample_weight must have a positive sum; all are zero.")
+        return sample_weight
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return max(1, min(200, n_samples))
+        return min(self.batch_size, n_samples)
+
+    # -- training ---------------------------------------------------------------------
+    def _next_seed(self, reset):
+        if reset:
+            self._seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
+            self._n_calls = 0
+        self._n_calls += 1
+        return int(
+            np.random.SeedSequence([self._seed, self._n_calls]).generate_state(1)[0]
+        )
+
+    def _fit(self, X, y, sample_weight=None, incremental=False, classes=None):
+        reset = not self.__sklearn_is_fitted__() or not (
+            incremental or self.warm_start
+        )
+        hidden = self._hidden_sizes()
+        self._check_routing()
+        device = resolve_device(self.device) if reset else self.device_
+        X, y = self._validate_targets(X, y, reset)
+        sample_weight = self._check_sample_weight(sample_weight, X)
+        targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
+        seed = self._next_seed(reset)
+        early_stopping = self.early_stopping and not incremental
+        with seeded(seed, device):
+            if reset:
+                module = self._build_module(X.shape[1], objective, hidden).to(device)
+                history = TrainingHistory()
+            else:
+                module, history = self.module_, self._history
+            if reset or not incremental or not hasattr(self, "_optimizer"):
+                self._optimizer = make_optimizer(
+                    module, self.learning_rate_init, self.alpha, device
+                )
+            train_data, valid_data = self._split(
+                X, targets, sample_weight, early_stopping, seed, device
+            )
+            config = TrainingConfig(
+                max_epochs=1 if incremental else self.max_iter,
+                batch_size=self._batch_size(len(train_data)),
+                tol=self.tol,
+                n_iter_no_change=self.n_iter_no_change,
+                early_stopping=early_stopping,
+                shuffle=self.shuffle,
+                verbose=self.verbose,
+            )
+            if not incremental:
+                history.no_improvement_count = 0
+                history.converged = False
+                history.best_validation_score = -np.inf
+                history.validation_scores = []
+            recorder = _UsageRecorder(self._usage_layers(module))
+            try:
+                train(
+                    module,
+                    objective,
+                    self._optimizer,
+                    train_data,
+                    config,
+                    history,
+                    seed,
+                    valid_data=valid_data,
+                    callbacks=(recorder,),
+                )
+            except TrainingDivergedError:
+                # The moments of a diverged optimizer are not finite; a fresh fit
+                # leaves nothing usable behind, a continued one its last good weights.
+                del self._optimizer
+                if reset and hasattr(self, "module_"):
+                    del self.module_
+                if self.__sklearn_is_fitted__():
+                    self._refresh_inference_module()
+                raise
+        self.module_, self.device_, self._history = module, device, history
+        self._refresh_inference_module()
+        self._objective = objective
+        self._set_fitted_attributes(history, recorder, early_stopping)
+        if not incremental and not history.converged:
+            warnings.warn(
+                f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
+                "and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "module_")
+
+    def _stratify(self, targets):
+        return None
+
+    def _split(self, X, targets, sample_weight, early_stopping, seed, device):
+        if early_stopping:
+            index = np.arange(X.shape[0])
+            try:
+                train_idx, valid_idx = train_test_split(
+                    index,
+                    test_size=self.validation_fraction,
+                    random_state=seed,
+                    stratify=self._stratify(targets),
+                )
+            except ValueError as exc:
+                raise ValueError(
+                    f"early_stopping could not set aside a validation set: {exc}"
+                ) from None
+            parts = [(X[train_idx], train_idx), (X[valid_idx], valid_idx)]
+        else:
+            parts = [(X, slice(None))]
+        batches = [
+            Batches(
+                to_rows(part, device),
+                torch.as_tensor(targets[rows], device=device),
+                torch.tensor(sample_weight[rows], dtype=torch.float32, device=device),
+            )
+            for part, rows in parts
+        ]
+        return batches[0], (batches[1] if early_stopping else None)
+
+    def _set_fitted_attributes(self, history, recorder, early_stopping):
+        self.n_iter_ = history.n_iter
+        self.loss_curve_ = list(history.loss_curve)
+        self.loss_ = self.loss_curve_[-1]
+        if early_stopping:
+            self.validation_scores_ = list(history.validation_scores)
+            self.best_validation_score_ = history.best_validation_score
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = history.best_loss
+        self.expert_usage_ = recorder.last_usage()
+
+    # -- inference --------------------------------------------------------------------
+    def _validate_X(self, X):
+        check_is_fitted(self)
+        return validate_data(
+            self,
+            X,
+            reset=False,
+            accept_sparse="csr",
+            dtype=(np.float64, np.float32),
+        )
+
+    def _refresh_inference_module(self):
+        """Make the module that predicts: a float64 copy of ``module_`` on the CPU.
+
+        Training runs in float32; predicting in float64 makes each row's result
+        independent of the other rows in its batch (float32 matrix products round
+        differently for different batch shapes). CUDA devices predict in float32 with
+        ``module_`` itself. Built once per fit so that predicting changes nothing.
+        """
+        if self.device_.type == "cpu":
+            self._predictor = copy.deepcopy(self.module_).double().eval()
+        else:
+            self._predictor = None
+
+    def _inference_module(self):
+        if self._predictor is None:
+            return self.module_, torch.float32
+        return self._predictor, torch.float64
+
+    def _infer(self, X, fn=None):
+        X = self._validate_X(X)
+        module, dtype = self._inference_module()
+        return infer(module, iter_chunks(X, self.device_, dtype), fn=fn)
+
+    def _raw_output(self, X):
+        return self._infer(X).double().numpy()
+
+    def __getstate__(self):
+        # object.__getstate__ may hand back the live __dict__: copy before editing.
+        state = dict(super().__getstate__())
+        state.pop("_predictor", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if self.__sklearn_is_fitted__():
+            self._refresh_inference_module()
+
+    def gate_weights(self, X):
+        """Gate weights of each example over the experts.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            Each row sums to one; with ``top_k=k`` it has exactly ``k`` non-zeros.
+        """
+        weights = self._infer(X, fn=lambda module, x: module.gate_weights(x))
+        return weights.double().numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+
+class _UsageRecorder:
+    """Engine callback: each epoch's mean gate weight per expert (one read an epoch)."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        self.history = []
+
+    def on_epoch_begin(self, epoch):
+        for layer in self.layers:
+            layer.reset_usage()
+
+    def on_epoch_end(self, epoch, history):
+        self.history.append(
+            [
+                layer.expert_usage().detach().cpu().double().numpy()
+                for layer in self.layers
+            ]
+        )
+
+    def last_usage(self):
+        if not self.history:
+            return None
+        usage = self.history[-1]
+        return usage[0] if len(usage) == 1 else np.stack(usage)

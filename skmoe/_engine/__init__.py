@@ -1,0 +1,35 @@
+"""The training engine: knows modules, tensors and objectives, not estimators."""
+
+from .device import resolve_device
+from .objectives import MeanSquaredError, MultiOutputCrossEntropy
+from .rows import DenseRows, SparseRows
+from .seeding import seeded
+from .trainer import (
+    Batches,
+    TrainingConfig,
+    TrainingDivergedError,
+    TrainingHistory,
+    evaluate,
+    infer,
+    make_optimizer,
+    run_epoch,
+    train,
+)
+
+__all__ = [
+    "Batches",
+    "DenseRows",
+    "MeanSquaredError",
+    "MultiOutputCrossEntropy",
+    "SparseRows",
+    "TrainingConfig",
+    "TrainingDivergedError",
+    "TrainingHistory",
+    "evaluate",
+    "infer",
+    "make_optimizer",
+    "resolve_device",
+    "run_epoch",
+    "seeded",
+    "train",
+]

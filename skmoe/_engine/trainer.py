@@ -1,0 +1,237 @@
+"""The training loop: epochs of index-sliced batches, Adam, balancing losses,
+stopping rules, best-weight restoration and divergence detection.
+
+It knows modules, tensors and objectives, not estimators: the estimator layer hands it
+row sources and a configuration and reads back a :class:`TrainingHistory`.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..nn import auxiliary_loss
+from .progress import EpochProgress
+from .seeding import permutation_generator
+
+
+class TrainingDivergedError(ValueError):
+    """Raised when the training loss stops being finite."""
+
+
+@dataclass
+class TrainingConfig:
+    """What one call to :func:`train` does."""
+
+    max_epochs: int
+    batch_size: int
+    tol: float = 1e-4
+    n_iter_no_change: int = 10
+    early_stopping: bool = False
+    shuffle: bool = True
+    verbose: int = 0
+
+
+@dataclass
+class TrainingHistory:
+    """Curves and stopping state, carried across calls for warm starts.
+
+    Attributes mirror ``MLPClassifier``'s: ``loss_curve``, ``validation_scores``,
+    ``best_loss``, ``best_validation_score`` and the no-improvement counter.
+    """
+
+    loss_curve: list = field(default_factory=list)
+    validation_scores: list = field(default_factory=list)
+    best_loss: float = math.inf
+    best_validation_score: float = -math.inf
+    no_improvement_count: int = 0
+    n_iter: int = 0
+    converged: bool = False
+
+
+@dataclass
+class Batches:
+    """Rows, targets and sample weights that share a row order."""
+
+    rows: object
+    targets: torch.Tensor
+    weights: torch.Tensor
+
+    def __len__(self):
+        return len(self.rows)
+
+
+def make_optimizer(module, learning_rate, weight_decay, device):
+    """Adam over the module's parameters, fused where this torch build supports it."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(
+            params, lr=learning_rate, weight_decay=weight_decay, fused=True
+        )
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(
+            params, lr=learning_rate, weight_decay=weight_decay, foreach=True
+        )
+
+
+def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle=True):
+    """One pass over ``data``; returns the weighted mean loss as a 0-d tensor.
+
+    The loss stays on the device until the caller reads it, so there is no host
+    synchronisation per batch.
+    """
+    module.train()
+    n_rows = len(data)
+    device = data.targets.device
+    if shuffle:
+        order = torch.randperm(n_rows, generator=generator).to(device)
+    else:
+        order = torch.arange(n_rows, device=device)
+    total = torch.zeros((), device=device)
+    weight_total = data.weights.sum()
+    for start in range(0, n_rows, batch_size):
+        index = order[start : start + batch_size]
+        x = data.rows.take(index)
+        y = data.targets.index_select(0, index)
+        w = data.weights.index_select(0, index)
+        batch_weight = w.sum()
+        task = (objective.row_loss(module(x), y) * w).sum() / batch_weight.clamp(
+            min=torch.finfo(w.dtype).tiny
+        )
+        loss = task + auxiliary_loss(module)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total = total + loss.detach() * batch_weight
+    return total / weight_total.clamp(min=torch.finfo(total.dtype).tiny)
+
+
+@torch.no_grad()
+def evaluate(module, objective, data, batch_size):
+    """Validation score of ``module`` on ``data`` (higher is better)."""
+    module.eval()
+    outputs = torch.cat(
+        [
+            module(
+                data.rows.take(
+                    torch.arange(
+                        s, min(s + batch_size, len(data)), device=data.targets.device
+                    )
+                )
+            )
+            for s in range(0, len(data), batch_size)
+        ]
+    )
+    return objective.score(outputs, data.targets, data.weights)
+
+
+def train(
+    module,
+    objective,
+    optimizer,
+    train_data,
+    config,
+    history,
+    seed,
+    valid_data=None,
+    callbacks=(),
+):
+    """Train ``module`` for up to ``config.max_epochs`` epochs.
+
+    Stops early, as ``MLPClassifier`` does, once the training loss (or, with
+    ``early_stopping``, the validation score) has not improved by ``tol`` for
+    ``n_iter_no_change`` consecutive epochs; with early stopping the best weights are
+    restored. Each callback's ``on_epoch_begin(epoch)`` and
+    ``on_epoch_end(epoch, history)`` are called around each epoch.
+
+    Raises
+    ------
+    TrainingDivergedError
+        If an epoch's loss is not finite; the weights from before that epoch are
+        restored first. The optimizer's moments are then unreliable: build a new one
+        before training further.
+    """
+    generator = permutation_generator(seed)
+    best_state = None
+    if config.early_stopping and valid_data is None:
+        raise ValueError("early_stopping needs validation data.")
+    with EpochProgress(config.max_epochs, config.verbose) as progress:
+        for _ in range(config.max_epochs):
+            epoch = history.n_iter + 1
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch)
+            before = _snapshot(module)
+            loss = float(
+                run_epoch(
+                    module,
+                    objective,
+                    optimizer,
+                    train_data,
+                    config.batch_size,
+                    generator,
+                    config.shuffle,
+                )
+            )
+            if not math.isfinite(loss):
+                module.load_state_dict(before)
+                raise TrainingDivergedError(
+                    f"Training diverged at epoch {epoch}: the loss became {loss}. The "
+                    "weights from before that epoch were kept. Try a smaller "
+                    "learning_rate_init, scale the features, or raise alpha."
+                )
+            history.n_iter = epoch
+            history.loss_curve.append(loss)
+            stop = _update_stopping(
+                module, objective, history, config, loss, valid_data
+            )
+            if stop == "improved":
+                best_state = _snapshot(module)
+            progress.update(history)
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, history)
+            if history.no_improvement_count > config.n_iter_no_change:
+                history.converged = True
+                break
+    if config.early_stopping and best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return history
+
+
+def _snapshot(module):
+    """A detached copy of the module's weights and buffers."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _update_stopping(module, objective, history, config, loss, valid_data):
+    if config.early_stopping:
+        score = evaluate(module, objective, valid_data, max(config.batch_size, 4096))
+        history.validation_scores.append(score)
+        improved = score > history.best_validation_score
+        if score < history.best_validation_score + config.tol:
+            history.no_improvement_count += 1
+        else:
+            history.no_improvement_count = 0
+        if improved:
+            history.best_validation_score = score
+            return "improved"
+        return None
+    if loss > history.best_loss - config.tol:
+        history.no_improvement_count += 1
+    else:
+        history.no_improvement_count = 0
+    if loss < history.best_loss:
+        history.best_loss = loss
+    return None
+
+
+@torch.no_grad()
+def infer(module, chunks, fn=None):
+    """Run ``module`` in eval mode over an iterable of input tensors.
+
+    ``fn(module, x)`` replaces the plain forward pass when given (for example to
+    read gate weights). Outputs are moved to the CPU chunk by chunk and concatenated.
+    """
+    module.eval()
+    outs = [(module(x) if fn is None else fn(module, x)).cpu() for x in chunks]
+    return torch.cat(outs)

@@ -1,0 +1,100 @@
+"""Regression behaviour shared by the single- and multi-gate regressors."""
+
+import numpy as np
+from sklearn.base import _fit_context
+from sklearn.utils.validation import validate_data
+
+from ._engine import MeanSquaredError
+from ._targets import TargetScaler, as_2d_target
+
+
+class RegressionMixin:
+    """Target scaling, ``predict`` and ``partial_fit`` for regressors.
+
+    Targets are standardised per output before training (with the statistics of the
+    first ``fit`` or ``partial_fit`` call) and predictions mapped back, so the default
+    learning rate suits targets of any scale.
+    """
+
+    def _validate_targets(self, X, y, reset):
+        return validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            accept_sparse="csr",
+            dtype=(np.float64, np.float32),
+            multi_output=True,
+            y_numeric=True,
+        )
+
+    def _prepare_targets(self, y, sample_weight, reset, classes):
+        y2d, is_1d = as_2d_target(np.asarray(y, dtype=np.float64))
+        if reset:
+            self._scaler = TargetScaler(y2d, sample_weight)
+            self._y_was_1d = is_1d
+            self.n_outputs_ = y2d.shape[1]
+        elif y2d.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {y2d.shape[1]} outputs but the estimator was fitted with "
+                f"{self.n_outputs_}."
+            )
+        targets = self._scaler.transform(y2d).astype(np.float32)
+        return targets, MeanSquaredError(self.n_outputs_)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; a weight of ``k`` counts a row ``k`` times.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight=sample_weight)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with one pass over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Predict targets.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions, 2-D when the model was fitted on a 2-D ``y``.
+        """
+        raw = self._raw_output(X)
+        y = self._scaler.inverse(raw)
+        return y.ravel() if self._y_was_1d else y

@@ -1,0 +1,41 @@
+"""MixtureOfExpertsClassifier."""
+
+from sklearn.base import ClassifierMixin
+
+from .._classification import ClassificationMixin
+from ._single_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, SingleGateMixin
+
+
+class MixtureOfExpertsClassifier(ClassificationMixin, ClassifierMixin, SingleGateMixin):
+    __doc__ = f"""Mixture-of-experts classifier: a gate routes examples to expert MLPs.
+
+    Binary, multiclass and multi-output (multilabel or multiclass-multioutput)
+    classification; every output gets its own softmax head on the shared experts.
+    Trained with Adam on minibatches, with optional balancing losses, early stopping
+    and GPU execution.
+
+    Parameters
+    ----------
+{PARAMETERS_DOC}
+    Attributes
+    ----------
+    classes_ : ndarray or list of ndarray
+        Class labels; a list with one array per output for a 2-D ``y``.
+{ATTRIBUTES_DOC}
+    See Also
+    --------
+    MixtureOfExpertsRegressor : The regression counterpart.
+    sklearn.neural_network.MLPClassifier : A single dense network.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skmoe import MixtureOfExpertsClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MixtureOfExpertsClassifier(n_experts=4, top_k=2, max_iter=50,
+    ...                                  random_state=0).fit(X, y)
+    >>> clf.predict(X[:3])
+    array([0, 0, 0])
+    >>> clf.gate_weights(X[:2]).shape
+    (2, 4)
+    """

@@ -1,0 +1,20 @@
+"""Pure PyTorch building blocks of skmoe.
+
+Nothing here imports scikit-learn or numpy: the modules drop into any PyTorch training
+loop, skorch included (add :func:`auxiliary_loss` to the loss).
+"""
+
+from .experts import ExpertBank
+from .gates import Gate, Routing
+from .layer import MixtureOfExperts, auxiliary_loss
+from .losses import load_balancing_loss, router_z_loss
+
+__all__ = [
+    "ExpertBank",
+    "Gate",
+    "MixtureOfExperts",
+    "Routing",
+    "auxiliary_loss",
+    "load_balancing_loss",
+    "router_z_loss",
+]

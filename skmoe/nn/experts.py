@@ -1,0 +1,130 @@
+"""A bank of expert MLPs whose weights are stacked into a few tensors.
+
+Every layer of every expert lives in one ``(n_experts, in, out)`` weight tensor and one
+``(n_experts, out)`` bias tensor, so a forward pass costs a fixed number of batched
+matrix products however many experts there are, and the optimiser sees two parameter
+tensors per layer instead of two per layer per expert.
+"""
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "logistic": torch.sigmoid,
+    "identity": lambda t: t,
+}
+
+
+class ExpertBank(nn.Module):
+    """``n_experts`` independent MLPs evaluated with batched matrix products.
+
+    Parameters
+    ----------
+    n_experts : int
+        Number of experts.
+    in_features : int
+        Width of the input.
+    out_features : int
+        Width of each expert's output.
+    hidden_layer_sizes : tuple of int, default=()
+        Hidden widths shared by all experts; ``()`` makes each expert linear.
+    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+        Non-linearity after each hidden layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> bank = ExpertBank(n_experts=4, in_features=3, out_features=2,
+    ...                   hidden_layer_sizes=(8,))
+    >>> bank.forward_shared(torch.zeros(5, 3)).shape
+    torch.Size([4, 5, 2])
+    """
+
+    def __init__(
+        self,
+        n_experts,
+        in_features,
+        out_features,
+        hidden_layer_sizes=(),
+        activation="relu",
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}."
+            )
+        self.n_experts = int(n_experts)
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
+        self.activation = activation
+        self._act = ACTIVATIONS[activation]
+        sizes = [self.in_features, *self.hidden_layer_sizes, self.out_features]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(self.n_experts, d_in, d_out))
+            for d_in, d_out in itertools.pairwise(sizes)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.empty(self.n_experts, d_out)) for d_out in sizes[1:]
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Initialise each expert as ``torch.nn.Linear`` would (uniform, fan-in)."""
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            bound = 1.0 / math.sqrt(weight.shape[1])
+            nn.init.uniform_(weight, -bound, bound)
+            nn.init.uniform_(bias, -bound, bound)
+
+    def forward_shared(self, x):
+        """Run every expert on the same input.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, in_features)
+
+        Returns
+        -------
+        torch.Tensor of shape (n_experts, batch, out_features)
+        """
+        w0 = self.weights[0]
+        # One wide GEMM for the first layer: (batch, in) @ (in, n_experts * out).
+        wide = w0.permute(1, 0, 2).reshape(self.in_features, -1)
+        h = (x @ wide).view(x.shape[0], self.n_experts, -1).transpose(0, 1)
+        h = h + self.biases[0].unsqueeze(1)
+        return self._rest(h, start=1)
+
+    def forward(self, x):
+        """Run expert ``e`` on ``x[e]``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n_experts, rows, in_features)
+
+        Returns
+        -------
+        torch.Tensor of shape (n_experts, rows, out_features)
+        """
+        h = torch.baddbmm(self.biases[0].unsqueeze(1), x, self.weights[0])
+        return self._rest(h, start=1)
+
+    def _rest(self, h, start):
+        """Apply layers ``start`` onwards to ``h``, the pre-activation before them."""
+        for layer in range(start, len(self.weights)):
+            h = torch.baddbmm(
+                self.biases[layer].unsqueeze(1), self._act(h), self.weights[layer]
+            )
+        return h
+
+    def extra_repr(self):
+        return (
+            f"n_experts={self.n_experts}, in_features={self.in_features}, "
+            f"out_features={self.out_features}, "
+            f"hidden_layer_sizes={self.hidden_layer_sizes}, "
+            f"activation={self.activation!r}"
+        )

@@ -1,0 +1,139 @@
+"""Gating networks: map each input row to weights over the experts.
+
+Four routing schemes share one module:
+
+* dense softmax (``top_k=None``, ``gating="softmax"``), the classic mixture of experts;
+* top-k softmax (``top_k=k``): keep the k largest probabilities and renormalise;
+* noisy top-k (``gating="noisy"``, Shazeer et al. 2017): learned Gaussian noise on the
+  logits while training, none at inference, then top-k;
+* switch (``gating="switch"``, Fedus et al. 2022): top-1 routing with multiplicative
+  jitter on the router input while training.
+
+With one expert kept per row the renormalised weight is exactly 1 and carries no
+gradient, so the router would only learn from the balancing losses. skmoe uses a
+straight-through weight ``1 + p - stop_gradient(p)`` there: its value is 1 (rows still
+sum to one) and its gradient is that of the router probability ``p``, which is the
+gradient the Switch Transformer obtains by scaling the expert output by ``p``.
+"""
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+GATINGS = ("softmax", "noisy", "switch")
+SWITCH_JITTER = 1e-2
+
+
+class Routing(NamedTuple):
+    """The result of a gate for a batch.
+
+    Attributes
+    ----------
+    logits : torch.Tensor of shape (batch, n_experts)
+        Router logits before noise (used by the z-loss).
+    probs : torch.Tensor of shape (batch, n_experts)
+        Softmax of the logits (used by the load-balancing loss).
+    indices : torch.Tensor of shape (batch, k) or None
+        Chosen experts per row; ``None`` for dense routing.
+    weights : torch.Tensor of shape (batch, k) or (batch, n_experts)
+        Combination weights of the chosen experts (all experts when dense); each row
+        sums to one.
+    """
+
+    logits: torch.Tensor
+    probs: torch.Tensor
+    indices: torch.Tensor | None
+    weights: torch.Tensor
+
+    def dense_weights(self):
+        """Combination weights scattered to ``(batch, n_experts)``."""
+        if self.indices is None:
+            return self.weights
+        return torch.zeros_like(self.probs).scatter(1, self.indices, self.weights)
+
+
+class Gate(nn.Module):
+    """Linear router with dense, top-k, noisy top-k or switch routing.
+
+    Parameters
+    ----------
+    in_features : int
+        Width of the input.
+    n_experts : int
+        Number of experts to route between.
+    top_k : int or None, default=None
+        ``None`` routes every row to all experts; ``k`` keeps the k largest weights per
+        row. ``gating="switch"`` always keeps one.
+    gating : {"softmax", "noisy", "switch"}, default="softmax"
+        Routing scheme; see the module docstring.
+
+    Examples
+    --------
+    >>> import torch
+    >>> gate = Gate(in_features=3, n_experts=4, top_k=2)
+    >>> routing = gate(torch.randn(5, 3))
+    >>> routing.indices.shape, routing.weights.sum(1).allclose(torch.ones(5))
+    (torch.Size([5, 2]), True)
+    """
+
+    def __init__(self, in_features, n_experts, top_k=None, gating="softmax"):
+        super().__init__()
+        if gating not in GATINGS:
+            raise ValueError(f"gating must be one of {GATINGS}, got {gating!r}.")
+        if gating == "switch":
+            if top_k not in (None, 1):
+                raise ValueError(
+                    f"gating='switch' routes each row to one expert; got top_k={top_k}."
+                    " Use top_k=None or top_k=1."
+                )
+            top_k = 1
+        if top_k is not None and not 1 <= top_k <= n_experts:
+            raise ValueError(
+                f"top_k must be between 1 and n_experts={n_experts}, got {top_k}."
+            )
+        self.n_experts = int(n_experts)
+        self.top_k = None if top_k is None else int(top_k)
+        self.gating = gating
+        self.router = nn.Linear(in_features, n_experts)
+        self.noise = nn.Linear(in_features, n_experts) if gating == "noisy" else None
+        if self.noise is not None:
+            # Start with little noise; the scale is learned.
+            nn.init.zeros_(self.noise.weight)
+            nn.init.constant_(self.noise.bias, -2.0)
+
+    def forward(self, x):
+        """Route a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, in_features)
+
+        Returns
+        -------
+        Routing
+        """
+        if self.gating == "switch" and self.training:
+            jitter = torch.empty_like(x).uniform_(1 - SWITCH_JITTER, 1 + SWITCH_JITTER)
+            logits = self.router(x * jitter)
+        else:
+            logits = self.router(x)
+        probs = torch.softmax(logits, dim=-1)
+        k = self.top_k
+        if k is None or (k == self.n_experts and self.gating != "noisy"):
+            return Routing(logits, probs, None, probs)
+        scores = logits
+        if self.noise is not None and self.training:
+            scale = F.softplus(self.noise(x))
+            scores = logits + torch.randn_like(logits) * scale
+        top_scores, indices = scores.topk(k, dim=-1)
+        if k == 1:
+            p = probs.gather(1, indices)
+            weights = 1.0 + p - p.detach()
+        else:
+            weights = torch.softmax(top_scores, dim=-1)
+        return Routing(logits, probs, indices, weights)
+
+    def extra_repr(self):
+        return f"top_k={self.top_k}, gating={self.gating!r}"

@@ -1,0 +1,193 @@
+"""The mixture-of-experts layer: a gate, a bank of experts and their combination."""
+
+import torch
+from torch import nn
+
+from .experts import ExpertBank
+from .gates import Gate
+from .losses import load_balancing_loss, router_z_loss
+
+
+class MixtureOfExperts(nn.Module):
+    """Gate plus expert bank; each row's output is the gate-weighted sum of experts.
+
+    With ``top_k=None`` every expert runs on every row. With ``top_k=k`` the rows are
+    dispatched, in one vectorised gather, into an ``(n_experts, capacity, features)``
+    buffer holding only the chosen (row, expert) pairs, so the expert compute grows with
+    ``k`` rather than ``n_experts``. No row is ever dropped: the capacity is the largest
+    number of rows any expert receives in the batch.
+
+    In training mode the forward pass stores the weighted balancing loss in
+    ``aux_loss``; add it to the task loss (:func:`skmoe.nn.auxiliary_loss` collects it
+    from a whole model). The layer also accumulates, without synchronising the device,
+    the gate weight each expert received (see :meth:`expert_usage`).
+
+    Parameters
+    ----------
+    in_features : int
+        Width of the input.
+    out_features : int
+        Width of the output.
+    n_experts : int, default=4
+        Number of experts.
+    top_k : int or None, default=None
+        Experts kept per row; ``None`` for dense routing.
+    expert_hidden_layer_sizes : tuple of int, default=(32,)
+        Hidden widths of each expert MLP.
+    gating : {"softmax", "noisy", "switch"}, default="softmax"
+        Routing scheme (see :class:`~skmoe.nn.Gate`).
+    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+        Expert non-linearity.
+    load_balancing_coef : float, default=0.01
+        Weight of :func:`~skmoe.nn.load_balancing_loss` in ``aux_loss``.
+    router_z_loss_coef : float, default=0.001
+        Weight of :func:`~skmoe.nn.router_z_loss` in ``aux_loss``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = MixtureOfExperts(in_features=5, out_features=3, n_experts=8, top_k=2)
+    >>> y = layer(torch.randn(16, 5))
+    >>> y.shape, layer.aux_loss.ndim
+    (torch.Size([16, 3]), 0)
+    """
+
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        n_experts=4,
+        top_k=None,
+        expert_hidden_layer_sizes=(32,),
+        gating="softmax",
+        activation="relu",
+        load_balancing_coef=0.01,
+        router_z_loss_coef=0.001,
+    ):
+        super().__init__()
+        self.gate = Gate(in_features, n_experts, top_k=top_k, gating=gating)
+        self.experts = ExpertBank(
+            n_experts,
+            in_features,
+            out_features,
+            hidden_layer_sizes=expert_hidden_layer_sizes,
+            activation=activation,
+        )
+        self.load_balancing_coef = float(load_balancing_coef)
+        self.router_z_loss_coef = float(router_z_loss_coef)
+        self.aux_loss = None
+        self.register_buffer("usage_sum", torch.zeros(n_experts), persistent=False)
+        self.register_buffer("usage_rows", torch.zeros(()), persistent=False)
+
+    @property
+    def n_experts(self):
+        return self.gate.n_experts
+
+    def forward(self, x):
+        """Mix the experts' outputs for a batch of shape ``(batch, in_features)``."""
+        routing = self.gate(x)
+        if routing.indices is None:
+            expert_out = self.experts.forward_shared(x)
+            out = torch.einsum("be,ebo->bo", routing.weights, expert_out)
+        else:
+            out = self._dispatch(x, routing)
+        if self.training:
+            self.aux_loss = self._balancing(routing)
+            with torch.no_grad():
+                self.usage_sum += routing.dense_weights().detach().sum(0)
+                self.usage_rows += x.shape[0]
+        else:
+            self.aux_loss = None
+        return out
+
+    def _balancing(self, routing):
+        loss = routing.logits.new_zeros(())
+        if self.load_balancing_coef:
+            loss = loss + self.load_balancing_coef * load_balancing_loss(routing)
+        if self.router_z_loss_coef:
+            loss = loss + self.router_z_loss_coef * router_z_loss(routing)
+        return loss
+
+    def _dispatch(self, x, routing):
+        n_rows, k = routing.indices.shape
+        n_experts = self.n_experts
+        flat_expert = routing.indices.reshape(-1)
+        order = torch.argsort(flat_expert, stable=True)
+        expert_sorted = flat_expert[order]
+        row_sorted = torch.div(order, k, rounding_mode="floor")
+        counts = torch.bincount(flat_expert, minlength=n_experts)
+        capacity = int(counts.max())
+        starts = torch.cumsum(counts, 0) - counts
+        position = torch.arange(order.numel(), device=x.device) - starts[expert_sorted]
+        slot = expert_sorted * capacity + position
+        rows = x.index_select(0, row_sorted)
+        buffer = x.new_zeros(n_experts * capacity, x.shape[1]).index_copy(0, slot, rows)
+        expert_out = self.experts(buffer.view(n_experts, capacity, -1))
+        picked = expert_out.reshape(n_experts * capacity, -1).index_select(0, slot)
+        weighted = picked * routing.weights.reshape(-1)[order].unsqueeze(1)
+        out = x.new_zeros(n_rows, weighted.shape[1])
+        return out.index_add(0, row_sorted, weighted)
+
+    def gate_weights(self, x):
+        """Combination weights ``(batch, n_experts)``; rows sum to one.
+
+        Computed as in the module's current mode (call ``eval()`` first for
+        deterministic inference weights).
+        """
+        return self.gate(x).dense_weights()
+
+    def reset_usage(self):
+        """Zero the expert-usage accumulators."""
+        self.usage_sum.zero_()
+        self.usage_rows.zero_()
+
+    def expert_usage(self):
+        """Mean gate weight of each expert over the rows seen since :meth:`reset_usage`.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_experts,)
+            Sums to one once any row was seen; all zeros before.
+        """
+        return self.usage_sum / self.usage_rows.clamp(min=1)
+
+
+def auxiliary_loss(module):
+    """Sum the balancing losses stored by every :class:`MixtureOfExperts` in ``module``.
+
+    Call it after a training-mode forward pass and add the result to the task loss.
+    Each layer's stored loss is released as it is collected, so the module keeps no
+    autograd graph alive between steps (and stays picklable and copyable).
+    This is all a plain PyTorch loop, or a skorch ``NeuralNet.get_loss`` override,
+    needs to train the layers with their balancing terms.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar (zero when no layer stored a loss).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(MixtureOfExperts(4, 2, n_experts=3))
+    >>> model.train()(torch.randn(6, 4)).shape
+    torch.Size([6, 2])
+    >>> bool(auxiliary_loss(model) > 0)
+    True
+    >>> model[0].aux_loss is None
+    True
+    """
+    total = None
+    for sub in module.modules():
+        if isinstance(sub, MixtureOfExperts) and sub.aux_loss is not None:
+            total = sub.aux_loss if total is None else total + sub.aux_loss
+            sub.aux_loss = None
+    if total is None:
+        param = next(module.parameters(), None)
+        device = param.device if param is not None else None
+        return torch.zeros((), device=device)
+    return total
