@@ -1,10 +1,9 @@
 """Test-session settings."""
 
-import os
-
 import torch
 
-# Under pytest-xdist every worker is its own process; one torch thread per worker keeps
-# two workers on two cores from oversubscribing the CPU (OpenMP threads spin-wait).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# The tests fit many tiny models. One torch thread per process keeps pytest-xdist
+# workers (and anything else running on the machine) from oversubscribing the cores:
+# oversubscribed OpenMP threads spin-wait and slow small fits down by an order of
+# magnitude.
+torch.set_num_threads(1)
