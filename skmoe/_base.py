@@ -135,7 +135,12 @@ class BaseMixtureOfExperts(BaseEstimator):
     # -- training ---------------------------------------------------------------------
     def _next_seed(self, reset):
         if reset:
-            self._seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
+            if self.random_state is None:
+                # Fresh OS entropy: the global numpy generator is left alone.
+                self._seed = int(np.random.default_rng().integers(_MAX_SEED))
+            else:
+                rng = check_random_state(self.random_state)
+                self._seed = int(rng.randint(_MAX_SEED))
             self._n_calls = 0
         self._n_calls += 1
         return int(

@@ -1,0 +1,253 @@
+"""Training behaviour: sample weights, partial_fit, warm starts, early stopping,
+determinism, progress output and divergence."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning
+
+from skmoe import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+from skmoe._engine import (
+    Batches,
+    DenseRows,
+    MeanSquaredError,
+    TrainingConfig,
+    TrainingHistory,
+    evaluate,
+    make_optimizer,
+    train,
+)
+from skmoe.nn import MixtureOfExperts
+
+FAST = dict(random_state=0, device="cpu", learning_rate_init=1e-2)
+
+
+@pytest.fixture(scope="module")
+def regression():
+    return make_regression(n_samples=120, n_features=5, noise=5.0, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def classification():
+    return make_classification(
+        n_samples=300, n_features=6, n_informative=4, n_classes=3, random_state=0
+    )
+
+
+# -- sample weights -----------------------------------------------------------------
+FULL_BATCH = dict(
+    batch_size=10_000,
+    max_iter=40,
+    load_balancing_coef=0.0,
+    router_z_loss_coef=0.0,
+    **FAST,
+)
+
+
+def test_integer_weight_equals_repeating_the_row(regression):
+    X, y = regression
+    weights = np.random.default_rng(0).integers(1, 4, size=len(y))
+    weighted = MixtureOfExpertsRegressor(**FULL_BATCH).fit(X, y, sample_weight=weights)
+    repeated = MixtureOfExpertsRegressor(**FULL_BATCH).fit(
+        np.repeat(X, weights, axis=0), np.repeat(y, weights)
+    )
+    np.testing.assert_allclose(weighted.predict(X), repeated.predict(X), rtol=1e-4)
+
+
+def test_zero_weight_equals_dropping_the_row(regression):
+    X, y = regression
+    weights = np.ones(len(y))
+    weights[::3] = 0
+    weighted = MixtureOfExpertsRegressor(**FULL_BATCH).fit(X, y, sample_weight=weights)
+    dropped = MixtureOfExpertsRegressor(**FULL_BATCH).fit(
+        X[weights > 0], y[weights > 0]
+    )
+    np.testing.assert_allclose(weighted.predict(X), dropped.predict(X), rtol=1e-4)
+
+
+def test_weights_change_what_is_learned(classification):
+    X, y = classification
+    plain = MixtureOfExpertsClassifier(max_iter=20, **FAST).fit(X, y)
+    heavy = MixtureOfExpertsClassifier(max_iter=20, **FAST).fit(
+        X, y, sample_weight=np.where(y == 2, 20.0, 1.0)
+    )
+    assert (heavy.predict(X) == 2).mean() > (plain.predict(X) == 2).mean()
+
+
+# -- partial_fit and warm_start -----------------------------------------------------
+def test_partial_fit_needs_classes_first_then_learns(classification):
+    X, y = classification
+    clf = MixtureOfExpertsClassifier(**FAST)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[:100], y[:100], classes=[0, 1, 2])
+    assert clf.n_iter_ == 1
+    first = clf.score(X, y)
+    for _ in range(15):
+        for start in range(0, 300, 100):
+            clf.partial_fit(X[start : start + 100], y[start : start + 100])
+    assert clf.n_iter_ == 46
+    assert len(clf.loss_curve_) == 46
+    assert clf.score(X, y) > max(first, 0.7)
+    with pytest.raises(ValueError, match="not seen in classes"):
+        clf.partial_fit(X[:5], np.array([0, 1, 2, 3, 0]))
+
+
+def test_partial_fit_knows_classes_missing_from_the_first_batch(classification):
+    X, y = classification
+    clf = MixtureOfExpertsClassifier(**FAST)
+    clf.partial_fit(X[y != 2], y[y != 2], classes=np.array([0, 1, 2]))
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    assert clf.predict_proba(X).shape == (len(y), 3)
+
+
+def test_partial_fit_regressor_improves(regression):
+    X, y = regression
+    reg = MixtureOfExpertsRegressor(**FAST).partial_fit(X, y)
+    first = reg.score(X, y)
+    for _ in range(30):
+        reg.partial_fit(X, y)
+    assert reg.score(X, y) > first
+
+
+def test_warm_start_continues_instead_of_restarting(regression):
+    X, y = regression
+    reg = MixtureOfExpertsRegressor(max_iter=10, warm_start=True, **FAST).fit(X, y)
+    module, curve = reg.module_, list(reg.loss_curve_)
+    reg.fit(X, y)
+    assert reg.module_ is module
+    assert len(reg.loss_curve_) == 20 and reg.n_iter_ == 20
+    assert reg.loss_curve_[10] < curve[0]  # picked up where it stopped
+
+    cold = MixtureOfExpertsRegressor(max_iter=10, **FAST).fit(X, y)
+    first = cold.predict(X)
+    cold.fit(X, y)
+    assert cold.n_iter_ == 10
+    np.testing.assert_array_equal(cold.predict(X), first)
+
+
+# -- stopping rules -----------------------------------------------------------------
+def test_early_stopping_stops_and_reports_validation_scores(classification):
+    X, y = classification
+    clf = MixtureOfExpertsClassifier(
+        early_stopping=True, n_iter_no_change=3, max_iter=500, **FAST
+    ).fit(X, y)
+    assert clf.n_iter_ < 500
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ is None
+
+
+def test_engine_restores_the_best_validation_weights():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 4, generator=gen)
+    t = x.sum(1, keepdim=True)
+    train_data = Batches(DenseRows(x[:150]), t[:150], torch.ones(150))
+    # Validation targets of the opposite sign: training makes them worse, so the best
+    # validation score is reached early and must be what the module ends with.
+    valid = Batches(DenseRows(x[150:]), -t[150:], torch.ones(50))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = MixtureOfExperts(4, 1, n_experts=2)
+    objective = MeanSquaredError(1)
+    history = train(
+        module,
+        objective,
+        make_optimizer(module, 1e-2, 0.0, torch.device("cpu")),
+        train_data,
+        TrainingConfig(
+            max_epochs=30, batch_size=50, early_stopping=True, n_iter_no_change=5
+        ),
+        TrainingHistory(),
+        seed=0,
+        valid_data=valid,
+    )
+    best = max(history.validation_scores)
+    assert history.validation_scores[-1] < best
+    assert evaluate(module, objective, valid, 64) == pytest.approx(best)
+
+
+def test_convergence_warning_when_max_iter_is_reached(regression):
+    X, y = regression
+    with pytest.warns(ConvergenceWarning, match="maximum iterations"):
+        MixtureOfExpertsRegressor(max_iter=2, **FAST).fit(X, y)
+
+
+def test_training_loss_plateau_stops_before_max_iter(regression):
+    X, y = regression
+    reg = MixtureOfExpertsRegressor(max_iter=2000, tol=1e-2, n_iter_no_change=2, **FAST)
+    reg.fit(X, y)
+    assert reg.n_iter_ < 2000
+    assert reg.best_loss_ == min(reg.loss_curve_)
+
+
+# -- reproducibility ----------------------------------------------------------------
+@pytest.mark.parametrize("params", [{}, {"top_k": 2}, {"top_k": 2, "gating": "noisy"}])
+def test_same_seed_gives_bit_identical_results(classification, params):
+    X, y = classification
+    a = MixtureOfExpertsClassifier(max_iter=5, **params, **FAST).fit(X, y)
+    b = MixtureOfExpertsClassifier(max_iter=5, **params, **FAST).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.loss_curve_ == b.loss_curve_
+    c = MixtureOfExpertsClassifier(max_iter=5, **params, **{**FAST, "random_state": 1})
+    assert not np.array_equal(c.fit(X, y).predict_proba(X), a.predict_proba(X))
+
+
+def test_global_random_state_is_untouched(classification):
+    X, y = classification
+    torch_before = torch.get_rng_state()
+    np.random.seed(123)  # noqa: NPY002 - the legacy global state is what is checked
+    numpy_before = np.random.get_state()[1].copy()  # noqa: NPY002
+    MixtureOfExpertsClassifier(max_iter=3, gating="noisy", top_k=1, **FAST).fit(X, y)
+    MixtureOfExpertsClassifier(max_iter=3, device="cpu").fit(X, y)  # random_state=None
+    assert torch.equal(torch.get_rng_state(), torch_before)
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_before)  # noqa: NPY002
+
+
+def test_prediction_of_a_row_does_not_depend_on_its_batch(classification):
+    X, y = classification
+    clf = MixtureOfExpertsClassifier(max_iter=5, top_k=2, **FAST).fit(X, y)
+    whole = clf.predict_proba(X)
+    one_by_one = np.vstack([clf.predict_proba(X[i : i + 1]) for i in range(0, 300, 7)])
+    np.testing.assert_allclose(one_by_one, whole[::7], rtol=1e-12, atol=1e-14)
+
+
+def test_pickle_round_trip_keeps_predictions(classification):
+    X, y = classification
+    clf = MixtureOfExpertsClassifier(max_iter=5, top_k=2, **FAST).fit(X, y)
+    clone = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clone.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(clone.gate_weights(X), clf.gate_weights(X))
+    clone.partial_fit(X, y)  # still trainable
+    assert clone.n_iter_ == clf.n_iter_ + 1
+
+
+# -- progress and divergence --------------------------------------------------------
+def test_verbose_shows_a_progress_bar_with_the_loss(regression, capsys):
+    X, y = regression
+    MixtureOfExpertsRegressor(max_iter=3, verbose=1, **FAST).fit(X, y)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "loss=" in err
+    MixtureOfExpertsRegressor(max_iter=3, verbose=0, **FAST).fit(X, y)
+    assert capsys.readouterr().err == ""
+
+
+def test_divergence_is_an_error_never_nan_weights(regression):
+    X, y = regression
+    reg = MixtureOfExpertsRegressor(max_iter=20, learning_rate_init=1e12, device="cpu")
+    with pytest.raises(ValueError, match=r"diverged at epoch \d+.*learning_rate_init"):
+        reg.fit(X * 1e6, y)
+    assert not hasattr(reg, "module_")  # a failed fresh fit leaves nothing half-fitted
+
+    good = MixtureOfExpertsRegressor(max_iter=5, **FAST).fit(X, y)
+    before = good.predict(X)
+    good.set_params(warm_start=True, learning_rate_init=1e12)
+    with pytest.raises(ValueError, match="diverged"):
+        good.fit(X * 1e6, y)
+    for param in good.module_.parameters():
+        assert torch.isfinite(param).all()
+    assert np.isfinite(good.predict(X)).all()
+    assert good.predict(X).shape == before.shape
