@@ -18,6 +18,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
+    check_array,
+    check_consistent_length,
     check_is_fitted,
     validate_data,
 )
@@ -69,7 +71,18 @@ class BaseMixtureOfExperts(BaseEstimator):
         "device": [str, torch.device],
     }
 
+    # Multi-task estimators always predict a 2-D array, even for a 1-D ``y``.
+    _always_2d_targets = False
+
     # -- hooks for subclasses -------------------------------------------------------
+    def _allows_missing_targets(self):
+        """Whether NaN in ``y`` marks a missing label instead of being an error."""
+        return False
+
+    def _output_weights(self, n_outputs):
+        """Per-output loss weights, or ``None`` for equal weights."""
+        return None
+
     def _validate_targets(self, X, y, reset):
         """Return validated ``(X, y)``."""
         raise NotImplementedError
@@ -87,6 +100,29 @@ class BaseMixtureOfExperts(BaseEstimator):
         raise NotImplementedError
 
     # -- validation -------------------------------------------------------------------
+    def _validate_training_data(self, X, y, reset, y_numeric):
+        x_params = dict(accept_sparse="csr", dtype=(np.float64, np.float32))
+        if not self._allows_missing_targets():
+            return validate_data(
+                self,
+                X,
+                y,
+                reset=reset,
+                multi_output=True,
+                y_numeric=y_numeric,
+                **x_params,
+            )
+        X = validate_data(self, X, reset=reset, **x_params)
+        y = check_array(
+            y,
+            ensure_2d=False,
+            dtype=np.float64 if y_numeric else None,
+            ensure_all_finite="allow-nan",
+            input_name="y",
+        )
+        check_consistent_length(X, y)
+        return X, y
+
     def _hidden_sizes(self, name="expert_hidden_layer_sizes"):
         sizes = getattr(self, name)
         if isinstance(sizes, (Integral, np.integer)) and not isinstance(sizes, bool):
@@ -148,9 +184,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         )
 
     def _fit(self, X, y, sample_weight=None, incremental=False, classes=None):
-        reset = not self.__sklearn_is_fitted__() or not (
-            incremental or self.warm_start
-        )
+        reset = not self.__sklearn_is_fitted__() or not (incremental or self.warm_start)
         hidden = self._hidden_sizes()
         self._check_routing()
         device = resolve_device(self.device) if reset else self.device_

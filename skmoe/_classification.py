@@ -4,36 +4,29 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import _fit_context
-from sklearn.utils.validation import validate_data
 
 from ._engine import MultiOutputCrossEntropy
-from ._targets import LabelCodes, as_2d_target
+from ._targets import LabelCodes, as_2d_target, missing_mask
 
 
 class ClassificationMixin:
     """Label encoding, ``predict``, ``predict_proba``, ``score`` and ``partial_fit``."""
 
     def _validate_targets(self, X, y, reset):
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=reset,
-            accept_sparse="csr",
-            dtype=(np.float64, np.float32),
-            multi_output=True,
-        )
+        X, y = self._validate_training_data(X, y, reset, y_numeric=False)
         if sp.issparse(y):
             y = y.toarray()
         return X, y
 
     def _prepare_targets(self, y, sample_weight, reset, classes):
         y2d, is_1d = as_2d_target(y)
+        is_1d = is_1d and not self._always_2d_targets
+        missing = missing_mask(y2d) if self._allows_missing_targets() else None
         if reset:
             if classes is not None:
                 codes = LabelCodes.from_user(classes, y2d.shape[1])
             else:
-                codes = LabelCodes.from_targets(y2d)
+                codes = LabelCodes.from_targets(y2d, missing)
             self._label_codes = codes
             self._y_was_1d = is_1d
             self.n_outputs_ = y2d.shape[1]
@@ -43,8 +36,11 @@ class ClassificationMixin:
                 f"y has {y2d.shape[1]} outputs but the estimator was fitted with "
                 f"{self.n_outputs_}."
             )
-        targets = self._label_codes.encode(y2d)
-        return targets, MultiOutputCrossEntropy(self._label_codes.n_classes())
+        targets = self._label_codes.encode(y2d, missing)
+        objective = MultiOutputCrossEntropy(
+            self._label_codes.n_classes(), self._output_weights(self.n_outputs_)
+        )
+        return targets, objective
 
     def _stratify(self, targets):
         return targets[:, 0] if targets.shape[1] == 1 else None

@@ -2,7 +2,6 @@
 
 import numpy as np
 from sklearn.base import _fit_context
-from sklearn.utils.validation import validate_data
 
 from ._engine import MeanSquaredError
 from ._targets import TargetScaler, as_2d_target
@@ -17,19 +16,11 @@ class RegressionMixin:
     """
 
     def _validate_targets(self, X, y, reset):
-        return validate_data(
-            self,
-            X,
-            y,
-            reset=reset,
-            accept_sparse="csr",
-            dtype=(np.float64, np.float32),
-            multi_output=True,
-            y_numeric=True,
-        )
+        return self._validate_training_data(X, y, reset, y_numeric=True)
 
     def _prepare_targets(self, y, sample_weight, reset, classes):
         y2d, is_1d = as_2d_target(np.asarray(y, dtype=np.float64))
+        is_1d = is_1d and not self._always_2d_targets
         if reset:
             self._scaler = TargetScaler(y2d, sample_weight)
             self._y_was_1d = is_1d
@@ -40,7 +31,9 @@ class RegressionMixin:
                 f"{self.n_outputs_}."
             )
         targets = self._scaler.transform(y2d).astype(np.float32)
-        return targets, MeanSquaredError(self.n_outputs_)
+        return targets, MeanSquaredError(
+            self.n_outputs_, self._output_weights(self.n_outputs_)
+        )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):

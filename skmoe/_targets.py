@@ -3,6 +3,8 @@
 import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 
+from ._engine.objectives import MISSING_CLASS
+
 
 def as_2d_target(y):
     """``y`` as an array of shape (n_samples, n_outputs) and whether it was 1-D."""
@@ -14,6 +16,17 @@ def as_2d_target(y):
     return y, False
 
 
+def missing_mask(y2d):
+    """Where ``y2d`` holds a missing label: NaN, or ``None`` in an object array."""
+    if y2d.dtype.kind == "f":
+        return np.isnan(y2d)
+    if y2d.dtype.kind == "O":
+        return np.frompyfunc(
+            lambda v: v is None or (isinstance(v, float) and v != v), 1, 1
+        )(y2d).astype(bool)
+    return np.zeros(y2d.shape, dtype=bool)
+
+
 class LabelCodes:
     """Sorted classes for each output and the codes ``0 .. n_classes - 1`` of labels."""
 
@@ -21,12 +34,21 @@ class LabelCodes:
         self.classes = [np.asarray(c) for c in classes]
 
     @classmethod
-    def from_targets(cls, y2d):
-        """Learn each column's classes; every column needs two or more."""
-        check_classification_targets(y2d if y2d.shape[1] > 1 else y2d.ravel())
+    def from_targets(cls, y2d, missing=None):
+        """Learn each column's classes; every column needs two or more.
+
+        ``missing`` marks entries to leave out (missing labels).
+        """
+        if missing is None:
+            check_classification_targets(y2d if y2d.shape[1] > 1 else y2d.ravel())
         classes = []
         for j in range(y2d.shape[1]):
-            found = np.unique(y2d[:, j])
+            column = y2d[:, j] if missing is None else y2d[~missing[:, j], j]
+            if missing is not None:
+                if column.shape[0] == 0:
+                    raise ValueError(f"Every label of output {j} is missing.")
+                check_classification_targets(_uniform_dtype(column))
+            found = np.unique(_uniform_dtype(column))
             if found.shape[0] < 2:
                 where = "" if y2d.shape[1] == 1 else f" in output {j}"
                 raise ValueError(
@@ -59,24 +81,29 @@ class LabelCodes:
     def n_classes(self):
         return [c.shape[0] for c in self.classes]
 
-    def encode(self, y2d):
-        """Integer codes for ``y2d``; unknown labels are a ``ValueError``."""
-        check_classification_targets(y2d if y2d.shape[1] > 1 else y2d.ravel())
+    def encode(self, y2d, missing=None):
+        """Integer codes for ``y2d``; unknown labels are a ``ValueError``.
+
+        Entries flagged in ``missing`` get the code ``MISSING_CLASS``.
+        """
+        if missing is None:
+            check_classification_targets(y2d if y2d.shape[1] > 1 else y2d.ravel())
         if y2d.shape[1] != len(self.classes):
             raise ValueError(
                 f"y has {y2d.shape[1]} outputs but the estimator was fitted with "
                 f"{len(self.classes)}."
             )
-        codes = np.empty(y2d.shape, dtype=np.int64)
+        codes = np.full(y2d.shape, MISSING_CLASS, dtype=np.int64)
         for j, classes in enumerate(self.classes):
-            column = y2d[:, j]
+            rows = slice(None) if missing is None else ~missing[:, j]
+            column = _uniform_dtype(y2d[rows, j])
             unknown = ~np.isin(column, classes)
             if unknown.any():
                 raise ValueError(
                     "y contains labels not seen in classes: "
                     f"{np.unique(column[unknown])!r} (known: {classes!r})."
                 )
-            codes[:, j] = np.searchsorted(classes, column)
+            codes[rows, j] = np.searchsorted(classes, column)
         return codes
 
     def decode(self, codes):
@@ -84,6 +111,16 @@ class LabelCodes:
         if len(columns) == 1:
             return columns[0]
         return np.column_stack(columns)
+
+
+def _uniform_dtype(column):
+    """An object column of only numbers or only strings as a plain array."""
+    if column.dtype.kind != "O" or column.shape[0] == 0:
+        return column
+    try:
+        return np.asarray(column.tolist())
+    except (TypeError, ValueError):
+        return column
 
 
 def _is_list_of_arrays(classes):
@@ -96,11 +133,21 @@ def _is_list_of_arrays(classes):
 
 
 class TargetScaler:
-    """Standardise regression targets per output; a constant output keeps scale 1."""
+    """Standardise regression targets per output; a constant output keeps scale 1.
+
+    NaN targets (missing values) are left out of the statistics and stay NaN.
+    """
 
     def __init__(self, y2d, sample_weight):
-        self.mean = np.average(y2d, axis=0, weights=sample_weight)
-        var = np.average((y2d - self.mean) ** 2, axis=0, weights=sample_weight)
+        present = ~np.isnan(y2d)
+        if not present.any(axis=0).all():
+            empty = np.flatnonzero(~present.any(axis=0))
+            raise ValueError(f"Every target of output(s) {list(empty)} is missing.")
+        w = sample_weight[:, None] * present
+        w_total = np.maximum(w.sum(axis=0), np.finfo(float).tiny)
+        filled = np.where(present, y2d, 0.0)
+        self.mean = (filled * w).sum(axis=0) / w_total
+        var = (np.where(present, y2d - self.mean, 0.0) ** 2 * w).sum(axis=0) / w_total
         scale = np.sqrt(var)
         self.scale = np.where(scale > 0, scale, 1.0)
 

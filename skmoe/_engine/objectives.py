@@ -8,16 +8,27 @@ set (higher is better), all in torch.
 import torch
 from torch.nn import functional as F
 
+MISSING_CLASS = -1
+
+
+def _weights(output_weights, n_outputs, like):
+    if output_weights is None:
+        return like.new_ones(n_outputs)
+    return torch.as_tensor(output_weights, dtype=like.dtype, device=like.device)
+
 
 class MultiOutputCrossEntropy:
     """Softmax cross-entropy summed over outputs, each with its own number of classes.
 
-    Targets are ``(batch, n_outputs)`` integer class codes. The validation score is
-    the mean accuracy over outputs, as ``MLPClassifier`` reports for one output.
+    Targets are ``(batch, n_outputs)`` integer class codes; ``MISSING_CLASS`` (-1) marks
+    a missing label, which adds nothing to that output's loss. ``output_weights``
+    scales each output's term. The validation score is the mean accuracy over the
+    labels present, as ``MLPClassifier`` reports for one output.
     """
 
-    def __init__(self, n_classes):
+    def __init__(self, n_classes, output_weights=None):
         self.n_classes = [int(n) for n in n_classes]
+        self.output_weights = output_weights
 
     @property
     def n_outputs(self):
@@ -28,13 +39,18 @@ class MultiOutputCrossEntropy:
         return torch.split(logits, self.n_classes, dim=1)
 
     def row_loss(self, logits, targets):
+        weights = _weights(self.output_weights, len(self.n_classes), logits)
         loss = None
         for j, chunk in enumerate(self.split(logits)):
-            term = F.cross_entropy(chunk, targets[:, j], reduction="none")
+            term = F.cross_entropy(
+                chunk, targets[:, j], ignore_index=MISSING_CLASS, reduction="none"
+            )
+            term = term * weights[j]
             loss = term if loss is None else loss + term
         return loss
 
     def score(self, logits, targets, weights):
+        present = (targets != MISSING_CLASS).to(weights.dtype)
         correct = torch.stack(
             [
                 chunk.argmax(1) == targets[:, j]
@@ -42,23 +58,34 @@ class MultiOutputCrossEntropy:
             ],
             dim=1,
         ).to(weights.dtype)
-        return float((correct.mean(1) * weights).sum() / weights.sum())
+        w = weights.unsqueeze(1) * present
+        return float((correct * w).sum() / w.sum().clamp(min=1e-12))
 
 
 class MeanSquaredError:
-    """Half squared error averaged over outputs; validation score is R² (uniform)."""
+    """Half squared error averaged over outputs; validation score is R² (uniform).
 
-    def __init__(self, n_outputs):
+    NaN targets are missing values: they add nothing to the loss and are left out of
+    the score. ``output_weights`` scales each output's term.
+    """
+
+    def __init__(self, n_outputs, output_weights=None):
         self.n_outputs = int(n_outputs)
+        self.output_weights = output_weights
 
     def row_loss(self, outputs, targets):
-        return 0.5 * (outputs - targets).square().mean(1)
+        present = ~torch.isnan(targets)
+        diff = torch.where(present, outputs - targets.nan_to_num(), 0.0)
+        weights = _weights(self.output_weights, self.n_outputs, outputs)
+        return 0.5 * (diff.square() * weights).mean(1)
 
     def score(self, outputs, targets, weights):
-        w = weights.unsqueeze(1)
-        total = w.sum()
-        mean = (targets * w).sum(0) / total
-        residual = ((targets - outputs).square() * w).sum(0)
-        spread = ((targets - mean).square() * w).sum(0)
+        present = ~torch.isnan(targets)
+        t = targets.nan_to_num()
+        w = weights.unsqueeze(1) * present
+        total = w.sum(0).clamp(min=1e-12)
+        mean = (t * w).sum(0) / total
+        residual = ((t - outputs).square() * w).sum(0)
+        spread = ((t - mean).square() * w).sum(0)
         r2 = torch.where(spread > 0, 1 - residual / spread.clamp(min=1e-12), 0.0)
         return float(r2.mean())

@@ -8,11 +8,13 @@ from .experts import ExpertBank
 from .gates import Gate, Routing
 from .layer import MixtureOfExperts, auxiliary_loss
 from .losses import load_balancing_loss, router_z_loss
+from .multigate import MultiGateMixtureOfExperts
 
 __all__ = [
     "ExpertBank",
     "Gate",
     "MixtureOfExperts",
+    "MultiGateMixtureOfExperts",
     "Routing",
     "auxiliary_loss",
     "load_balancing_loss",

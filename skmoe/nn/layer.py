@@ -153,7 +153,10 @@ class MixtureOfExperts(nn.Module):
 
 
 def auxiliary_loss(module):
-    """Sum the balancing losses stored by every :class:`MixtureOfExperts` in ``module``.
+    """Sum the balancing losses stored by the mixture layers inside ``module``.
+
+    Every submodule with a non-``None`` ``aux_loss`` attribute counts:
+    :class:`MixtureOfExperts` and :class:`MultiGateMixtureOfExperts` store theirs there.
 
     Call it after a training-mode forward pass and add the result to the task loss.
     Each layer's stored loss is released as it is collected, so the module keeps no
@@ -183,7 +186,7 @@ def auxiliary_loss(module):
     """
     total = None
     for sub in module.modules():
-        if isinstance(sub, MixtureOfExperts) and sub.aux_loss is not None:
+        if getattr(sub, "aux_loss", None) is not None:
             total = sub.aux_loss if total is None else total + sub.aux_loss
             sub.aux_loss = None
     if total is None:
