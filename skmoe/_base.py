@@ -71,9 +71,6 @@ class BaseMixtureOfExperts(BaseEstimator):
         "device": [str, torch.device],
     }
 
-    # Multi-task estimators always predict a 2-D array, even for a 1-D ``y``.
-    _always_2d_targets = False
-
     # -- hooks for subclasses -------------------------------------------------------
     def _allows_missing_targets(self):
         """Whether NaN in ``y`` marks a missing label instead of being an error."""

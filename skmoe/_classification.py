@@ -20,7 +20,6 @@ class ClassificationMixin:
 
     def _prepare_targets(self, y, sample_weight, reset, classes):
         y2d, is_1d = as_2d_target(y)
-        is_1d = is_1d and not self._always_2d_targets
         missing = missing_mask(y2d) if self._allows_missing_targets() else None
         if reset:
             if classes is not None:

@@ -20,7 +20,6 @@ class RegressionMixin:
 
     def _prepare_targets(self, y, sample_weight, reset, classes):
         y2d, is_1d = as_2d_target(np.asarray(y, dtype=np.float64))
-        is_1d = is_1d and not self._always_2d_targets
         if reset:
             self._scaler = TargetScaler(y2d, sample_weight)
             self._y_was_1d = is_1d

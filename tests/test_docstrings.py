@@ -6,11 +6,14 @@ import re
 import pytest
 
 import skmoe
+import skmoe.datasets
 import skmoe.nn
 
-PUBLIC = [getattr(skmoe, name) for name in skmoe.__all__ if name != "__version__"] + [
-    getattr(skmoe.nn, name) for name in skmoe.nn.__all__ if name != "Routing"
-]
+PUBLIC = (
+    [getattr(skmoe, name) for name in skmoe.__all__ if name != "__version__"]
+    + [getattr(skmoe.nn, name) for name in skmoe.nn.__all__ if name != "Routing"]
+    + [getattr(skmoe.datasets, name) for name in skmoe.datasets.__all__]
+)
 
 
 def documented_parameters(obj):
@@ -45,7 +48,13 @@ def test_public_objects_have_a_runnable_example(obj):
     ["fit", "partial_fit", "predict", "score", "gate_weights"],
 )
 @pytest.mark.parametrize(
-    "estimator", [skmoe.MixtureOfExpertsClassifier, skmoe.MixtureOfExpertsRegressor]
+    "estimator",
+    [
+        skmoe.MixtureOfExpertsClassifier,
+        skmoe.MixtureOfExpertsRegressor,
+        skmoe.MultiGateMoEClassifier,
+        skmoe.MultiGateMoERegressor,
+    ],
 )
 def test_methods_document_their_parameters(estimator, method):
     func = getattr(estimator, method)

@@ -1,0 +1,42 @@
+"""MultiGateMoEClassifier."""
+
+from sklearn.base import ClassifierMixin
+
+from .._classification import ClassificationMixin
+from ._multi_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, MultiGateMixin
+
+
+class MultiGateMoEClassifier(ClassificationMixin, ClassifierMixin, MultiGateMixin):
+    __doc__ = f"""Multi-task classifier: shared experts, a gate and a tower per task.
+
+    ``y`` has one column per task; every task has its own classes (binary or
+    multiclass, string labels allowed). ``predict`` returns ``(n_samples, n_tasks)``,
+    ``predict_proba`` a list with one ``(n_samples, n_classes_t)`` array per task, and
+    ``score`` the fraction of rows with every task right, as ``MultiOutputClassifier``.
+
+    Parameters
+    ----------
+{PARAMETERS_DOC}
+    Attributes
+    ----------
+    classes_ : list of ndarray
+        Class labels of each task.
+{ATTRIBUTES_DOC}
+    See Also
+    --------
+    MultiGateMoERegressor : One regression target per task.
+    MixtureOfExpertsClassifier : One gate shared by every output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmoe import MultiGateMoEClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(300, 6))
+    >>> Y = np.column_stack([X[:, 0] > 0, np.where(X[:, 1] > 0, "a", "b")])
+    >>> clf = MultiGateMoEClassifier(architecture="cgc", max_iter=20, random_state=0)
+    >>> clf.fit(X, Y).predict(X[:2]).shape
+    (2, 2)
+    >>> [p.shape for p in clf.predict_proba(X[:2])]
+    [(2, 2), (2, 2)]
+    """

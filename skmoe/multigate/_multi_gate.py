@@ -1,0 +1,252 @@
+"""What the multi-gate estimators share: their parameters and their torch module."""
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .._base import BaseMixtureOfExperts
+from ..nn import MultiGateMixtureOfExperts
+from ..nn.multigate import ARCHITECTURES
+
+PARAMETERS_DOC = """\
+    architecture : {"mmoe", "cgc", "ple", "shared_bottom"}, default="mmoe"
+        The multi-task model:
+
+        - ``"mmoe"`` (Ma et al., KDD 2018): ``n_experts`` shared experts, one gate and
+          one tower per task. Uses ``n_experts``, ``expert_hidden_layer_sizes``,
+          ``tower_hidden_layer_sizes``, ``top_k``, ``gating``.
+        - ``"cgc"`` (Tang et al., RecSys 2020): as MMoE, plus ``n_task_experts``
+          experts owned by each task; a task's gate mixes its own and the shared
+          experts. Also uses ``n_task_experts``.
+        - ``"ple"``: ``n_levels`` stacked CGC levels, with a shared gate over all
+          experts feeding the shared experts of the next level. Also uses
+          ``n_levels``.
+        - ``"shared_bottom"``: one shared MLP of ``expert_hidden_layer_sizes``, then
+          the towers; no gates (``n_experts``, ``top_k``, ``gating`` are ignored).
+    n_experts : int, default=4
+        Number of shared experts (per level for ``"ple"``).
+    n_task_experts : int, default=1
+        Task-specific experts per task (per level), for ``"cgc"`` and ``"ple"``.
+    n_levels : int, default=2
+        Extraction levels for ``"ple"``.
+    top_k : int or None, default=None
+        ``None``: every gate mixes all the experts it sees with softmax weights. ``k``:
+        each gate keeps each example's ``k`` largest weights, renormalised.
+    gating : {"softmax", "noisy", "switch"}, default="softmax"
+        Routing scheme of every gate, as in ``MixtureOfExpertsClassifier``.
+    expert_hidden_layer_sizes : tuple of int, default=(32,)
+        Layer widths of each expert; the last width is the size of the representation
+        the towers read. Needs at least one layer.
+    tower_hidden_layer_sizes : tuple of int, default=(16,)
+        Hidden widths of each task's tower; ``()`` makes towers linear.
+    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+        Activation of experts and towers.
+    task_weights : array-like of shape (n_tasks,) or None, default=None
+        Non-negative weight of each task's loss; ``None`` weighs tasks equally.
+    allow_missing_labels : bool, default=False
+        If True, NaN (or ``None``) in ``y`` marks a missing label: that row still trains
+        the other tasks and is left out of that task's loss. If False, NaN in ``y`` is
+        an error, as scikit-learn requires.
+    alpha : float, default=1e-4
+        Strength of the L2 penalty, applied as Adam weight decay.
+    batch_size : int or "auto", default="auto"
+        Minibatch size; ``"auto"`` is ``min(200, n_samples)``.
+    learning_rate_init : float, default=1e-3
+        Adam learning rate.
+    max_iter : int, default=200
+        Maximum number of epochs.
+    shuffle : bool, default=True
+        Whether to shuffle the rows at every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, shuffling, the validation split and gating noise. With
+        an int, refits on the CPU are bit-identical. Global random states are untouched.
+    tol : float, default=1e-4
+        Minimum improvement of the loss (or validation score) that counts as progress.
+    verbose : int, default=0
+        ``0`` is silent; ``1`` shows a progress bar over epochs with the running loss.
+    warm_start : bool, default=False
+        Whether ``fit`` continues from the current weights.
+    early_stopping : bool, default=False
+        Whether to hold out ``validation_fraction`` of the data and stop when the
+        validation score over all tasks stops improving; best weights are restored.
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping.
+    n_iter_no_change : int, default=10
+        Epochs without ``tol`` improvement before training stops.
+    load_balancing_coef : float, default=0.0
+        Weight of the load-balancing loss, summed over all gates. Off by default:
+        tasks are meant to use the experts differently.
+    router_z_loss_coef : float, default=1e-3
+        Weight of the router z-loss, summed over all gates.
+    device : str or torch.device, default="auto"
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+"""
+
+ATTRIBUTES_DOC = """\
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when ``X`` was a DataFrame with string column names.
+    n_outputs_ : int
+        Number of tasks (columns of ``y``).
+    module_ : skmoe.nn.MultiGateMixtureOfExperts
+        The trained torch module.
+    device_ : torch.device
+        Device the module lives on.
+    loss_curve_ : list of float
+        Training loss (weighted task losses plus balancing losses) after each epoch.
+    loss_ : float
+        Last entry of ``loss_curve_``.
+    best_loss_ : float or None
+        Lowest training loss; ``None`` with early stopping.
+    validation_scores_ : list of float or None
+        Validation score after each epoch with early stopping.
+    best_validation_score_ : float or None
+        Best validation score with early stopping.
+    n_iter_ : int
+        Number of epochs run.
+    expert_usage_ : ndarray of shape (n_tasks, n_experts)
+        Mean gate weight each task gave each expert during the last training epoch
+        (last level for ``"ple"``); each row sums to one. Experts are ordered shared
+        first, then each task's own.
+"""
+
+
+class MultiGateMixin(BaseMixtureOfExperts):
+    """Builds one :class:`skmoe.nn.MultiGateMixtureOfExperts` with a tower per task."""
+
+    _parameter_constraints: dict = {
+        **BaseMixtureOfExperts._parameter_constraints,
+        "architecture": [StrOptions(set(ARCHITECTURES))],
+        "n_task_experts": [Interval(Integral, 1, None, closed="left")],
+        "n_levels": [Interval(Integral, 1, None, closed="left")],
+        "tower_hidden_layer_sizes": ["array-like"],
+        "task_weights": ["array-like", None],
+        "allow_missing_labels": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        architecture="mmoe",
+        n_experts=4,
+        n_task_experts=1,
+        n_levels=2,
+        top_k=None,
+        gating="softmax",
+        expert_hidden_layer_sizes=(32,),
+        tower_hidden_layer_sizes=(16,),
+        activation="relu",
+        task_weights=None,
+        allow_missing_labels=False,
+        alpha=1e-4,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=0,
+        warm_start=False,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        load_balancing_coef=0.0,
+        router_z_loss_coef=1e-3,
+        device="auto",
+    ):
+        self.architecture = architecture
+        self.n_experts = n_experts
+        self.n_task_experts = n_task_experts
+        self.n_levels = n_levels
+        self.top_k = top_k
+        self.gating = gating
+        self.expert_hidden_layer_sizes = expert_hidden_layer_sizes
+        self.tower_hidden_layer_sizes = tower_hidden_layer_sizes
+        self.activation = activation
+        self.task_weights = task_weights
+        self.allow_missing_labels = allow_missing_labels
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.load_balancing_coef = load_balancing_coef
+        self.router_z_loss_coef = router_z_loss_coef
+        self.device = device
+
+    def _allows_missing_targets(self):
+        return self.allow_missing_labels
+
+    def _output_weights(self, n_outputs):
+        if self.task_weights is None:
+            return None
+        weights = np.asarray(self.task_weights, dtype=np.float64).ravel()
+        if weights.shape[0] != n_outputs:
+            raise ValueError(
+                f"task_weights has {weights.shape[0]} entries but y has {n_outputs} "
+                "tasks; give one weight per task."
+            )
+        if (
+            not np.all(np.isfinite(weights))
+            or (weights < 0).any()
+            or weights.sum() == 0
+        ):
+            raise ValueError(
+                "task_weights must be finite, non-negative and not all zero; got "
+                f"{self.task_weights!r}."
+            )
+        return weights.tolist()
+
+    def _gated(self):
+        return self.architecture != "shared_bottom"
+
+    def _check_routing(self):
+        if not self._gated():
+            return
+        choices = self.n_experts
+        if self.architecture in ("cgc", "ple"):
+            choices += self.n_task_experts
+        if self.top_k is not None and self.top_k > choices:
+            raise ValueError(
+                f"top_k={self.top_k} is larger than the {choices} experts each task "
+                f"gate chooses from with architecture={self.architecture!r}."
+            )
+        if self.gating == "switch" and self.top_k not in (None, 1):
+            raise ValueError(
+                "gating='switch' routes each row to one expert; got "
+                f"top_k={self.top_k}. Use top_k=None or top_k=1 with switch gating."
+            )
+
+    def _build_module(self, n_features, objective, hidden_layer_sizes):
+        if not hidden_layer_sizes:
+            raise ValueError(
+                "expert_hidden_layer_sizes needs at least one layer: its last width is "
+                "the representation the towers read."
+            )
+        task_out = getattr(objective, "n_classes", None) or [1] * objective.n_outputs
+        return MultiGateMixtureOfExperts(
+            n_features,
+            task_out,
+            architecture=self.architecture,
+            n_shared_experts=self.n_experts,
+            n_task_experts=self.n_task_experts,
+            n_levels=self.n_levels,
+            expert_hidden_layer_sizes=hidden_layer_sizes,
+            tower_hidden_layer_sizes=self._hidden_sizes("tower_hidden_layer_sizes"),
+            top_k=self.top_k if self._gated() else None,
+            gating=self.gating if self._gated() else "softmax",
+            activation=self.activation,
+            load_balancing_coef=self.load_balancing_coef,
+            router_z_loss_coef=self.router_z_loss_coef,
+        )
+
+    def _usage_layers(self, module):
+        return [module]
