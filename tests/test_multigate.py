@@ -15,7 +15,7 @@ from skmoe.datasets import make_mmoe_synthetic
 from skmoe.nn import MultiGateMixtureOfExperts
 
 FAST = dict(max_iter=30, random_state=0, device="cpu", learning_rate_init=1e-2)
-ARCHITECTURES = ["mmoe", "cgc", "ple", "shared_bottom"]
+ARCHITECTURES = ["mmoe", "omoe", "cgc", "ple", "shared_bottom"]
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +43,21 @@ def test_each_architecture_learns_both_tasks(two_tasks, architecture):
     assert pred.shape == (200, 2)
     for t in range(2):
         assert r2_score(Y_test[:, t], pred[:, t]) > 0.5
-    n_experts = {"mmoe": 4, "cgc": 6, "ple": 6, "shared_bottom": 1}[architecture]
+    n_experts = {"mmoe": 4, "omoe": 4, "cgc": 6, "ple": 6, "shared_bottom": 1}
+    n_experts = n_experts[architecture]
     weights = reg.gate_weights(X_test)
     assert weights.shape == (200, 2, n_experts)
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-12)
     assert reg.expert_usage_.shape == (2, n_experts)
     np.testing.assert_allclose(reg.expert_usage_.sum(1), 1.0, rtol=1e-5)
+    if architecture == "omoe":  # one gate, shared by the tasks
+        np.testing.assert_array_equal(weights[:, 0], weights[:, 1])
     if architecture in ("cgc", "ple"):
         # Experts: 4 shared, then task 0's, then task 1's; no task sees the other's.
         assert (weights[:, 0, 5] == 0).all() and (weights[:, 1, 4] == 0).all()
 
 
-@pytest.mark.parametrize("architecture", ["mmoe", "cgc", "ple"])
+@pytest.mark.parametrize("architecture", ["mmoe", "omoe", "cgc", "ple"])
 def test_top_k_gates_keep_k_experts_per_task(two_tasks, architecture):
     X, Y, X_test, _ = two_tasks
     reg = MultiGateMoERegressor(architecture=architecture, top_k=2, **FAST).fit(X, Y)

@@ -10,12 +10,14 @@ from ..nn import MultiGateMixtureOfExperts
 from ..nn.multigate import ARCHITECTURES
 
 PARAMETERS_DOC = """\
-    architecture : {"mmoe", "cgc", "ple", "shared_bottom"}, default="mmoe"
+    architecture : {"mmoe", "omoe", "cgc", "ple", "shared_bottom"}, default="mmoe"
         The multi-task model:
 
         - ``"mmoe"`` (Ma et al., KDD 2018): ``n_experts`` shared experts, one gate and
           one tower per task. Uses ``n_experts``, ``expert_hidden_layer_sizes``,
           ``tower_hidden_layer_sizes``, ``top_k``, ``gating``.
+        - ``"omoe"``: the one-gate baseline of the MMoE paper; as MMoE but one gate
+          whose mixture every task's tower reads.
         - ``"cgc"`` (Tang et al., RecSys 2020): as MMoE, plus ``n_task_experts``
           experts owned by each task; a task's gate mixes its own and the shared
           experts. Also uses ``n_task_experts``.

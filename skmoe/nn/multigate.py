@@ -2,6 +2,8 @@
 
 * **MMoE** (Ma et al., KDD 2018): ``n_shared_experts`` experts shared by all tasks;
   every task has its own gate over them and its own tower.
+* **One-gate MoE** (the MMoE paper's baseline): the same shared experts and towers,
+  but one gate whose mixture every task reads.
 * **CGC / PLE** (Tang et al., RecSys 2020): every task also owns ``n_task_experts``
   experts. A task's gate mixes its own experts and the shared ones. PLE stacks
   ``n_levels`` such extraction levels: at every level but the last, a shared gate mixes
@@ -21,7 +23,7 @@ from .experts import ACTIVATIONS, ExpertBank
 from .gates import Gate
 from .losses import load_balancing_loss, router_z_loss
 
-ARCHITECTURES = ("mmoe", "cgc", "ple", "shared_bottom")
+ARCHITECTURES = ("mmoe", "omoe", "cgc", "ple", "shared_bottom")
 
 
 class MultiGateMixtureOfExperts(nn.Module):
@@ -37,7 +39,7 @@ class MultiGateMixtureOfExperts(nn.Module):
     task_out_features : sequence of int
         Output width of each task's tower (1 for a regression target, the number of
         classes for a classification task).
-    architecture : {"mmoe", "cgc", "ple", "shared_bottom"}, default="mmoe"
+    architecture : {"mmoe", "omoe", "cgc", "ple", "shared_bottom"}, default="mmoe"
         Which model to build (see the module docstring).
     n_shared_experts : int, default=4
         Shared experts per level (``"shared_bottom"`` always uses one shared network).
@@ -105,7 +107,7 @@ class MultiGateMixtureOfExperts(nn.Module):
         self._act = ACTIVATIONS[activation]
         if architecture == "shared_bottom":
             n_shared_experts, n_task_experts, n_levels = 1, 0, 1
-        elif architecture == "mmoe":
+        elif architecture in ("mmoe", "omoe"):
             n_task_experts, n_levels = 0, 1
         elif architecture == "cgc":
             n_levels = 1
@@ -127,6 +129,7 @@ class MultiGateMixtureOfExperts(nn.Module):
                     self.n_task_experts,
                     with_shared_gate=level < self.n_levels - 1,
                     gated=architecture != "shared_bottom",
+                    one_gate=architecture == "omoe",
                     top_k=top_k,
                     gating=gating,
                     activation=activation,
@@ -214,6 +217,7 @@ class _ExtractionLevel(nn.Module):
         n_task,
         with_shared_gate,
         gated,
+        one_gate,
         top_k,
         gating,
         activation,
@@ -250,7 +254,7 @@ class _ExtractionLevel(nn.Module):
                 )
             self.task_gates = nn.ModuleList(
                 Gate(in_features, n_choices, top_k=top_k, gating=gating)
-                for _ in range(n_tasks)
+                for _ in range(1 if one_gate else n_tasks)
             )
             self.shared_gate = (
                 Gate(in_features, self.n_experts, top_k=top_k, gating=gating)
@@ -283,6 +287,8 @@ class _ExtractionLevel(nn.Module):
             routings.append(routing)
             chosen = h.index_select(0, self.choices[t])
             mixtures.append(torch.einsum("bc,cbw->bw", routing.dense_weights(), chosen))
+        if len(mixtures) < self.n_tasks:  # one gate: every task reads its mixture
+            mixtures = mixtures * self.n_tasks
         shared = None
         if self.shared_gate is not None:
             routing = self.shared_gate(task_inputs if first else shared_input)
@@ -296,7 +302,7 @@ class _ExtractionLevel(nn.Module):
             return self.group.new_ones(batch, self.n_tasks, self.n_experts).float()
         rows = []
         for t in range(self.n_tasks):
-            dense = routings[t].dense_weights()
+            dense = routings[min(t, len(self.task_gates) - 1)].dense_weights()
             full = dense.new_zeros(batch, self.n_experts)
             rows.append(full.index_copy(1, self.choices[t], dense))
         return torch.stack(rows, dim=1)

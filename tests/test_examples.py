@@ -1,0 +1,87 @@
+"""The example scripts and the MLP benchmark run end to end and print their results.
+
+Each script runs in a subprocess with the current interpreter, from the repository
+root, in its quick mode where it has one. The subprocesses use one CPU thread: under
+``pytest -n 2`` two of them share two cores, and torch's spinning OpenMP threads slow
+down many times over when the cores are oversubscribed.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "examples").is_dir(), reason="examples are not part of this install"
+)
+
+
+def run_script(*args, timeout=120):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, (
+        f"{' '.join(args)} exited with {completed.returncode}\n"
+        f"--- stdout ---\n{completed.stdout}\n--- stderr ---\n{completed.stderr}"
+    )
+    return completed.stdout
+
+
+def test_plot_quickstart(tmp_path):
+    path = tmp_path / "loss.png"
+    out = run_script("examples/plot_quickstart.py", "--plot", str(path))
+    best = re.search(r"^best params: (.*)$", out, re.MULTILINE)
+    assert best is not None, out
+    assert "'n_experts'" in best.group(1)
+    assert "'top_k'" in best.group(1)
+    accuracy = re.search(r"^test accuracy: ([0-9.]+)$", out, re.MULTILINE)
+    assert accuracy is not None, out
+    assert 0.0 <= float(accuracy.group(1)) <= 1.0
+    assert re.search(r"^expert usage: \[[0-9., ]+\]$", out, re.MULTILINE), out
+    assert "gate weights of a few test rows:" in out
+    assert "expert_0" in out
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed; no plot saved" in out
+        assert not path.exists()
+    else:
+        assert f"loss curve saved to {path}" in out
+        assert path.stat().st_size > 0
+
+
+def test_routing_comparison_quick():
+    out = run_script("examples/routing_comparison.py", "--quick")
+    assert "load_digits" in out
+    for routing in ("dense", "top-2", "noisy top-2", "switch"):
+        assert re.search(rf"^{re.escape(routing)} +[0-9.]+ ± [0-9.]+ ", out, re.M), (
+            routing,
+            out,
+        )
+    assert "expert_usage_" in out
+
+
+def test_compare_mlp_quick():
+    out = run_script("benchmarks/compare_mlp.py", "--quick")
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    assert lines[0].startswith("| data set | model | test score")
+    assert set(lines[1].replace("|", "").split()) == {"---"}
+    rows = [line.strip("|").split("|") for line in lines[2:]]
+    assert all(len(cells) == len(lines[0].strip("|").split("|")) for cells in rows)
+    models = {cells[1].strip() for cells in rows}
+    assert {"MLPClassifier", "MoE (defaults)", "MLPRegressor"} <= models
+    datasets = {cells[0].split("(")[0].strip() for cells in rows}
+    assert {"digits", "breast_cancer", "wine", "diabetes"} <= datasets
+    for cells in rows:
+        assert re.fullmatch(r" -?[0-9.]+ ± [0-9.]+ ", cells[2]), cells
