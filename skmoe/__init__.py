@@ -1,9 +1,10 @@
 """skmoe: scikit-learn compatible Mixture-of-Experts estimators backed by PyTorch."""
 
+__version__ = "0.1.0.dev0"
+
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
-
-__version__ = "0.1.0.dev0"
+from .persistence import load, save
 
 __all__ = [
     "MixtureOfExpertsClassifier",
@@ -11,4 +12,6 @@ __all__ = [
     "MultiGateMoEClassifier",
     "MultiGateMoERegressor",
     "__version__",
+    "load",
+    "save",
 ]

@@ -88,6 +88,10 @@ class BaseMixtureOfExperts(BaseEstimator):
         """Return ``(targets ndarray (n, n_outputs), objective)``."""
         raise NotImplementedError
 
+    def _objective(self):
+        """The training objective of the fitted target encoding."""
+        raise NotImplementedError
+
     def _build_module(self, n_features, objective, hidden_layer_sizes):
         """The torch module mapping features to ``objective.n_outputs`` values."""
         raise NotImplementedError
@@ -241,7 +245,6 @@ class BaseMixtureOfExperts(BaseEstimator):
                 raise
         self.module_, self.device_, self._history = module, device, history
         self._refresh_inference_module()
-        self._objective = objective
         self._set_fitted_attributes(history, recorder, early_stopping)
         if not incremental and not history.converged:
             warnings.warn(
@@ -340,10 +343,26 @@ class BaseMixtureOfExperts(BaseEstimator):
         # object.__getstate__ may hand back the live __dict__: copy before editing.
         state = dict(super().__getstate__())
         state.pop("_predictor", None)
+        device = state.get("device_")
+        if device is not None and device.type != "cpu":
+            # Pickle CPU tensors so that the model unpickles on machines without that
+            # device; the optimizer's moments live on the device and are dropped.
+            state["module_"] = copy.deepcopy(self.module_).cpu()
+            state.pop("_optimizer", None)
+            state["device_"] = torch.device("cpu")
+            state["_pickled_device"] = str(device)
         return state
 
     def __setstate__(self, state):
+        pickled_device = state.pop("_pickled_device", None)
         super().__setstate__(state)
+        if pickled_device is not None:
+            try:
+                device = resolve_device(pickled_device)
+            except ValueError:  # fitted on a device this machine does not have
+                device = torch.device("cpu")
+            self.module_.to(device)
+            self.device_ = device
         if self.__sklearn_is_fitted__():
             self._refresh_inference_module()
 

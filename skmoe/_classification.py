@@ -35,11 +35,12 @@ class ClassificationMixin:
                 f"y has {y2d.shape[1]} outputs but the estimator was fitted with "
                 f"{self.n_outputs_}."
             )
-        targets = self._label_codes.encode(y2d, missing)
-        objective = MultiOutputCrossEntropy(
+        return self._label_codes.encode(y2d, missing), self._objective()
+
+    def _objective(self):
+        return MultiOutputCrossEntropy(
             self._label_codes.n_classes(), self._output_weights(self.n_outputs_)
         )
-        return targets, objective
 
     def _stratify(self, targets):
         return targets[:, 0] if targets.shape[1] == 1 else None

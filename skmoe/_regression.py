@@ -30,9 +30,10 @@ class RegressionMixin:
                 f"{self.n_outputs_}."
             )
         targets = self._scaler.transform(y2d).astype(np.float32)
-        return targets, MeanSquaredError(
-            self.n_outputs_, self._output_weights(self.n_outputs_)
-        )
+        return targets, self._objective()
+
+    def _objective(self):
+        return MeanSquaredError(self.n_outputs_, self._output_weights(self.n_outputs_))
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
