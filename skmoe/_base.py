@@ -35,7 +35,7 @@ from ._engine import (
     seeded,
     train,
 )
-from ._input import iter_chunks, to_rows
+from ._input import check_float32_range, iter_chunks, to_rows
 from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
 
@@ -144,6 +144,18 @@ class BaseMixtureOfExperts(BaseEstimator):
                 )
         return tuple(int(s) for s in sizes)
 
+    def _check_integer_params(self):
+        """Refuse a bool where a count belongs (``Interval(Integral)`` admits bools)."""
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name)
+            counts = any(
+                isinstance(c, Interval) and c.type is Integral for c in constraints
+            )
+            if counts and isinstance(value, (bool, np.bool_)):
+                raise TypeError(
+                    f"The '{name}' parameter must be an int, got the bool {value!r}."
+                )
+
     def _check_routing(self):
         if self.top_k is not None and self.top_k > self.n_experts:
             raise ValueError(
@@ -161,7 +173,9 @@ class BaseMixtureOfExperts(BaseEstimator):
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
         if not sample_weight.sum() > 0:
-            raise ValueError("sample_weight must have a positive sum; all are zero.")
+            raise ValueError(
+                "Sample weights must contain at least one non-zero number."
+            )
         return sample_weight
 
     def _batch_size(self, n_samples):
@@ -186,12 +200,22 @@ class BaseMixtureOfExperts(BaseEstimator):
 
     def _fit(self, X, y, sample_weight=None, incremental=False, classes=None):
         reset = not self.__sklearn_is_fitted__() or not (incremental or self.warm_start)
-        hidden = self._hidden_sizes()
-        self._check_routing()
-        device = resolve_device(self.device) if reset else self.device_
-        X, y = self._validate_targets(X, y, reset)
-        sample_weight = self._check_sample_weight(sample_weight, X)
-        targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
+        # Validation sets attributes as it goes (n_features_in_, classes_, ...); if
+        # it fails, put back what a fitted estimator had so that it stays usable.
+        before = dict(self.__dict__)
+        try:
+            self._check_integer_params()
+            hidden = self._hidden_sizes()
+            self._check_routing()
+            device = resolve_device(self.device) if reset else self.device_
+            X, y = self._validate_targets(X, y, reset)
+            sample_weight = self._check_sample_weight(sample_weight, X)
+            targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
+            check_float32_range(X)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
         seed = self._next_seed(reset)
         early_stopping = self.early_stopping and not incremental
         with seeded(seed, device):

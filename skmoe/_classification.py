@@ -20,7 +20,14 @@ class ClassificationMixin:
 
     def _prepare_targets(self, y, sample_weight, reset, classes):
         y2d, is_1d = as_2d_target(y)
-        missing = missing_mask(y2d) if self._allows_missing_targets() else None
+        missing = missing_mask(y2d)
+        if not self._allows_missing_targets():
+            if missing.any():
+                raise ValueError(
+                    "Input y contains missing labels (None or NaN); every row needs a "
+                    "label."
+                )
+            missing = None
         if reset:
             if classes is not None:
                 codes = LabelCodes.from_user(classes, y2d.shape[1])

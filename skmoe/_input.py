@@ -13,6 +13,22 @@ from ._engine import DenseRows, SparseRows
 INFERENCE_CHUNK_ROWS = 4096
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32_range(X):
+    """Refuse finite values that float32, the dtype skmoe computes in, cannot hold."""
+    values = X.data if sp.issparse(X) else X
+    if values.dtype == np.float64 and values.size:
+        largest = np.max(np.abs(values))
+        if largest > FLOAT32_MAX:
+            raise ValueError(
+                f"Input X contains a value too large for float32 ({largest:.3g}; "
+                f"the largest is {FLOAT32_MAX:.3g}), which skmoe trains in. Scale the "
+                "features, for example with a StandardScaler."
+            )
+
+
 def to_rows(X, device):
     """Wrap a validated ``X`` (ndarray or CSR matrix) as an engine row source."""
     if sp.issparse(X):
@@ -30,6 +46,7 @@ def iter_chunks(X, device, dtype=torch.float32, chunk_rows=INFERENCE_CHUNK_ROWS)
     """Yield ``dtype`` tensors of at most ``chunk_rows`` rows of ``X`` on ``device``."""
     for start in range(0, X.shape[0], chunk_rows):
         part = X[start : start + chunk_rows]
+        check_float32_range(part)
         if sp.issparse(part):
             part = part.toarray()
         yield torch.tensor(part, dtype=dtype, device=device)
