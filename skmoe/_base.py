@@ -358,7 +358,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _infer(self, X, fn=None):
         X = self._validate_X(X)
         module, dtype = self._inference_module()
-        return infer(module, iter_chunks(X, self.device_, dtype), fn=fn)
+        return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
 
     def _raw_output(self, X):
         return self._infer(X).double().numpy()

@@ -226,12 +226,23 @@ def _update_stopping(module, objective, history, config, loss, valid_data):
 
 
 @torch.no_grad()
-def infer(module, chunks, fn=None):
+def infer(module, chunks, n_rows, fn=None):
     """Run ``module`` in eval mode over an iterable of input tensors.
 
     ``fn(module, x)`` replaces the plain forward pass when given (for example to
-    read gate weights). Outputs are moved to the CPU chunk by chunk and concatenated.
+    read gate weights). Each chunk's output is copied into one CPU tensor of
+    ``n_rows`` rows, allocated once: no list of chunk outputs and no final
+    concatenation, which would double the peak memory (and fragment the heap).
     """
     module.eval()
-    outs = [(module(x) if fn is None else fn(module, x)).cpu() for x in chunks]
-    return torch.cat(outs)
+    result = None
+    start = 0
+    for x in chunks:
+        out = module(x) if fn is None else fn(module, x)
+        if result is None:
+            result = torch.empty((n_rows, *out.shape[1:]), dtype=out.dtype)
+        result[start : start + out.shape[0]].copy_(out)
+        start += out.shape[0]
+    if result is None:
+        raise ValueError("infer needs at least one chunk of rows.")
+    return result
