@@ -190,3 +190,26 @@ def test_cuda_model_saves_and_pickles_to_cpu_tensors(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(X), est.predict_proba(X), atol=1e-5)
     state = est.__getstate__()
     assert all(p.device.type == "cpu" for p in state["module_"].parameters())
+
+
+def test_model_saved_from_cuda_loads_on_this_cpu(tmp_path):
+    # A file written on a CUDA machine differs only in the recorded device; its
+    # tensors are always stored on the CPU.
+    est = MixtureOfExpertsClassifier(**FAST).fit(X, Y_CLS[:, 0])
+    path = tmp_path / "model.safetensors"
+    skmoe.save(est, path)
+    _tamper(path, lambda d, t: _set(d["fitted"], "device", "cuda:0"))
+    loaded = skmoe.load(path)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert loaded.device_.type == expected
+    np.testing.assert_allclose(loaded.predict_proba(X), est.predict_proba(X), atol=1e-6)
+
+
+def test_pickle_from_a_cuda_machine_unpickles_here():
+    est = MixtureOfExpertsRegressor(**FAST).fit(X, Y_REG)
+    state = est.__getstate__()
+    state["_pickled_device"] = "cuda:0"  # what __getstate__ records on a CUDA machine
+    clone = MixtureOfExpertsRegressor.__new__(MixtureOfExpertsRegressor)
+    clone.__setstate__(state)
+    assert clone.device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    np.testing.assert_allclose(clone.predict(X), est.predict(X), rtol=1e-6)
