@@ -1,6 +1,7 @@
 """scikit-learn's conformance checks over the multi-gate estimators."""
 
 import pytest
+from _conformance import expected_failed_checks
 from sklearn.utils.estimator_checks import (
     check_dataframe_column_names_consistency,
     check_param_validation,
@@ -28,20 +29,6 @@ ESTIMATORS = [
     MultiGateMoERegressor(architecture="ple", **FAST),
     MultiGateMoERegressor(architecture="shared_bottom", **FAST),
 ]
-
-SGD_WEIGHTS = (
-    "Minibatch stochastic training: a row of weight k and k repeated rows land in "
-    "different minibatches and shuffles, so the two fits agree only in expectation, "
-    "not to the check's 1e-7 tolerance. tests/test_training.py checks the equivalence "
-    "with full-batch training, where it holds."
-)
-
-
-def expected_failed_checks(estimator):
-    return {
-        "check_sample_weight_equivalence_on_dense_data": SGD_WEIGHTS,
-        "check_sample_weight_equivalence_on_sparse_data": SGD_WEIGHTS,
-    }
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
