@@ -1,0 +1,343 @@
+"""Training and prediction speed of skmoe, as ratios against references timed beside it.
+
+One command runs the suite and prints a markdown table:
+
+    python benchmarks/speed.py            # full size (100k x 32, a few minutes)
+    python benchmarks/speed.py --quick    # tiny, to keep the script working
+
+Every figure is a ratio (or a throughput) measured in this one process, against a
+reference timed right beside it, because shared machines are noisy. Nothing here is a
+test: no time is ever asserted.
+
+Sections
+--------
+1. ``fit`` of ``MixtureOfExpertsClassifier`` (dense, 8 experts of 64 units, batch 256,
+   no validation) against a minimal hand-written torch loop training the same network
+   (stacked weights, einsum, plain Adam).
+2. Against skorch's ``NeuralNetClassifier`` wrapping the same ``skmoe.nn`` module, with
+   its default DataLoader and with a tensor-slicing iterator.
+3. Sparse scaling: with ``top_k=2``, epoch time for 4 to 64 experts, dispatched and
+   computed densely.
+4. ``top_k=1`` against ``MLPClassifier`` of the same active width: epoch time and
+   one-row ``predict`` latency (both including input validation).
+5. ``predict`` on 10k rows against predicting the same rows in hand-made chunks.
+6. ``GridSearchCV`` with ``n_jobs=2`` against ``n_jobs=1``.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+from sklearn.neural_network import MLPClassifier
+
+from skmoe import MixtureOfExpertsClassifier
+from skmoe.nn import MixtureOfExperts
+
+warnings.filterwarnings("ignore", category=ConvergenceWarning)
+
+
+def timed(fn, repeat):
+    """Median wall time of ``fn()`` over ``repeat`` runs, in seconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_data(n_rows, n_features, n_classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_rows, n_features)).astype(np.float32)
+    w = rng.normal(size=(n_features, n_classes))
+    y = (X @ w + 0.5 * rng.normal(size=(n_rows, n_classes))).argmax(1)
+    return X, y
+
+
+def hand_loop(X, y, epochs, batch_size, n_experts, hidden, seed=0):
+    """A straightforward torch loop for the same dense mixture: no tricks."""
+    torch.manual_seed(seed)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    n, d = Xt.shape
+    c = int(yt.max()) + 1
+
+    def param(*shape, fan_in):
+        bound = 1 / fan_in**0.5
+        return torch.nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+    gate_w, gate_b = param(d, n_experts, fan_in=d), param(n_experts, fan_in=d)
+    w1, b1 = param(n_experts, d, hidden, fan_in=d), param(n_experts, hidden, fan_in=d)
+    w2, b2 = (
+        param(n_experts, hidden, c, fan_in=hidden),
+        param(n_experts, c, fan_in=hidden),
+    )
+    optimizer = torch.optim.Adam([gate_w, gate_b, w1, b1, w2, b2], lr=1e-3)
+    for _ in range(epochs):
+        order = torch.randperm(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb = Xt[idx], yt[idx]
+            gate = torch.softmax(xb @ gate_w + gate_b, dim=1)
+            h = torch.relu(torch.einsum("bd,edh->ebh", xb, w1) + b1[:, None])
+            out = torch.einsum("ebh,ehc->ebc", h, w2) + b2[:, None]
+            logits = torch.einsum("be,ebc->bc", gate, out)
+            loss = torch.nn.functional.cross_entropy(logits, yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def estimator(epochs, batch_size, n_experts, hidden, **params):
+    return MixtureOfExpertsClassifier(
+        n_experts=n_experts,
+        expert_hidden_layer_sizes=(hidden,),
+        max_iter=epochs,
+        batch_size=batch_size,
+        tol=0.0,
+        n_iter_no_change=10**6,
+        random_state=0,
+        device="cpu",
+        **params,
+    )
+
+
+def section_hand_loop(X, y, args, rows):
+    epochs, batch, E, H = args.epochs, 256, 8, 64
+    ref = timed(lambda: hand_loop(X, y, epochs, batch, E, H), args.repeat)
+    est = timed(lambda: estimator(epochs, batch, E, H).fit(X, y), args.repeat)
+    no_aux = timed(
+        lambda: estimator(
+            epochs, batch, E, H, load_balancing_coef=0.0, router_z_loss_coef=0.0
+        ).fit(X, y),
+        args.repeat,
+    )
+    n = len(X) * epochs
+    rows.append(
+        ("1. hand loop, dense 8x64, batch 256", "samples/s", f"{n / ref:,.0f}", "1.00")
+    )
+    rows.append(
+        (
+            "1. skmoe fit, defaults (balancing on)",
+            "samples/s",
+            f"{n / est:,.0f}",
+            f"{est / ref:.2f}",
+        )
+    )
+    rows.append(
+        (
+            "1. skmoe fit, balancing off",
+            "samples/s",
+            f"{n / no_aux:,.0f}",
+            f"{no_aux / ref:.2f}",
+        )
+    )
+    return est
+
+
+def section_skorch(X, y, args, rows, skmoe_time):
+    try:
+        from skorch import NeuralNetClassifier
+        from skorch.dataset import Dataset
+    except ImportError:
+        rows.append(("2. skorch", "-", "skorch not installed", "-"))
+        return
+    from skmoe.nn import auxiliary_loss
+
+    class MoENet(NeuralNetClassifier):
+        def get_loss(self, y_pred, y_true, X=None, training=False):
+            loss = super().get_loss(y_pred, y_true, X=X, training=training)
+            return loss + auxiliary_loss(self.module_) if training else loss
+
+    class SliceIterator:
+        """Batches by slicing tensors instead of collating rows one by one."""
+
+        def __init__(self, dataset, batch_size=256, shuffle=False, **_):
+            self.X = torch.as_tensor(dataset.X)
+            self.y = torch.as_tensor(dataset.y)
+            self.batch_size, self.shuffle = batch_size, shuffle
+
+        def __iter__(self):
+            n = len(self.X)
+            order = torch.randperm(n) if self.shuffle else torch.arange(n)
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                yield self.X.index_select(0, idx), self.y.index_select(0, idx)
+
+        def __len__(self):
+            return (len(self.X) + self.batch_size - 1) // self.batch_size
+
+    def net(**extra):
+        torch.manual_seed(0)
+        return MoENet(
+            MixtureOfExperts,
+            module__in_features=X.shape[1],
+            module__out_features=int(y.max()) + 1,
+            module__n_experts=8,
+            module__expert_hidden_layer_sizes=(64,),
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=torch.optim.Adam,
+            lr=1e-3,
+            max_epochs=args.epochs,
+            batch_size=256,
+            train_split=None,
+            verbose=0,
+            iterator_train__shuffle=True,
+            **extra,
+        )
+
+    y64 = y.astype(np.int64)
+    default = timed(lambda: net().fit(X, y64), args.repeat)
+    sliced = timed(
+        lambda: net(iterator_train=SliceIterator, dataset=Dataset).fit(X, y64),
+        args.repeat,
+    )
+    n = len(X) * args.epochs
+    rows.append(
+        (
+            "2. skorch, default DataLoader",
+            "samples/s",
+            f"{n / default:,.0f}",
+            f"{default / skmoe_time:.2f} x skmoe time",
+        )
+    )
+    rows.append(
+        (
+            "2. skorch, tensor-slicing iterator",
+            "samples/s",
+            f"{n / sliced:,.0f}",
+            f"{sliced / skmoe_time:.2f} x skmoe time",
+        )
+    )
+
+
+def section_sparse(X, y, args, rows):
+    results = {}
+    for E in args.experts:
+        for k in (2, None):
+            est = estimator(1, 256, E, 64, top_k=k)
+            results[(E, k)] = timed(lambda est=est: est.fit(X, y), args.repeat)
+    base = results[(args.experts[0], 2)]
+    for E in args.experts:
+        sparse, dense = results[(E, 2)], results[(E, None)]
+        rows.append(
+            (
+                f"3. top_k=2 epoch, {E} experts",
+                "s / epoch",
+                f"{sparse:.3f} (dense {dense:.3f})",
+                f"{sparse / base:.2f} x {args.experts[0]} experts; "
+                f"sparse/dense {sparse / dense:.2f}",
+            )
+        )
+
+
+def section_mlp(X, y, args, rows):
+    epochs = args.epochs
+    mlp = MLPClassifier(
+        (64,),
+        max_iter=epochs,
+        batch_size=256,
+        tol=0,
+        n_iter_no_change=10**6,
+        random_state=0,
+    )
+    moe = estimator(epochs, 256, 8, 64, top_k=1)
+    t_mlp = timed(lambda: mlp.fit(X, y), args.repeat)
+    t_moe = timed(lambda: moe.fit(X, y), args.repeat)
+    rows.append(
+        ("4. MLPClassifier((64,)) epoch", "s / epoch", f"{t_mlp / epochs:.3f}", "1.00")
+    )
+    rows.append(
+        (
+            "4. skmoe top_k=1, 8 experts of 64",
+            "s / epoch",
+            f"{t_moe / epochs:.3f}",
+            f"{t_moe / t_mlp:.2f}",
+        )
+    )
+    one = X[:1]
+    p_mlp = timed(lambda: mlp.predict(one), 200)
+    p_moe = timed(lambda: moe.predict(one), 200)
+    rows.append(("4. MLPClassifier 1-row predict", "ms", f"{p_mlp * 1e3:.3f}", "1.00"))
+    rows.append(
+        ("4. skmoe 1-row predict", "ms", f"{p_moe * 1e3:.3f}", f"{p_moe / p_mlp:.2f}")
+    )
+    return moe
+
+
+def section_predict(X, args, rows, moe):
+    rows_10k = X[:10_000]
+    whole = timed(lambda: moe.predict(rows_10k), args.repeat * 3)
+    by_hand = timed(
+        lambda: [
+            moe.predict(rows_10k[i : i + 1000]) for i in range(0, len(rows_10k), 1000)
+        ],
+        args.repeat * 3,
+    )
+    rows.append(
+        (
+            "5. predict 10k rows in one call",
+            "ms",
+            f"{whole * 1e3:.1f}",
+            f"{whole / by_hand:.2f} x chunks by hand",
+        )
+    )
+
+
+def section_grid(X, y, args, rows):
+    grid = {"n_experts": [2, 4], "top_k": [None, 1]}
+    base = estimator(max(2, args.epochs // 2), 256, 4, 32)
+    serial = timed(lambda: GridSearchCV(base, grid, cv=2, n_jobs=1).fit(X, y), 1)
+    parallel = timed(lambda: GridSearchCV(base, grid, cv=2, n_jobs=2).fit(X, y), 1)
+    rows.append(("6. GridSearchCV n_jobs=1", "s", f"{serial:.1f}", "1.00"))
+    rows.append(
+        ("6. GridSearchCV n_jobs=2", "s", f"{parallel:.1f}", f"{parallel / serial:.2f}")
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.epochs, args.repeat = 2_000, 1, 1
+    args.experts = [4, 8, 16] if args.quick else [4, 8, 16, 32, 64]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    skip = set(args.skip.split(",")) - {""}
+    X, y = make_data(args.rows, 32)
+    estimator(1, 256, 2, 8).fit(X[:512], y[:512])  # warm up torch
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} torch thread(s); "
+        f"data {args.rows} x 32, {args.epochs} epoch(s), median of {args.repeat}"
+    )
+    rows = []
+    skmoe_time = section_hand_loop(X, y, args, rows)
+    if "2" not in skip:
+        section_skorch(X, y, args, rows, skmoe_time)
+    if "3" not in skip:
+        section_sparse(X, y, args, rows)
+    moe = section_mlp(X, y, args, rows)
+    section_predict(X, args, rows, moe)
+    if "6" not in skip:
+        section_grid(X[: min(len(X), 20_000)], y[: min(len(X), 20_000)], args, rows)
+    print("| measurement | unit | figure | ratio |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
