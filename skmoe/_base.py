@@ -35,6 +35,7 @@ from ._engine import (
     seeded,
     train,
 )
+from ._engine.objectives import MISSING_CLASS
 from ._input import check_float32_range, iter_chunks, to_rows
 from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
@@ -212,6 +213,10 @@ class BaseMixtureOfExperts(BaseEstimator):
             sample_weight = self._check_sample_weight(sample_weight, X)
             targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
             check_float32_range(X)
+            if self._allows_missing_targets():
+                X, targets, sample_weight = _drop_unlabelled_rows(
+                    X, targets, sample_weight
+                )
         except Exception:
             self.__dict__.clear()
             self.__dict__.update(before)
@@ -224,10 +229,6 @@ class BaseMixtureOfExperts(BaseEstimator):
                 history = TrainingHistory()
             else:
                 module, history = self.module_, self._history
-            if reset or not incremental or not hasattr(self, "_optimizer"):
-                self._optimizer = make_optimizer(
-                    module, self.learning_rate_init, self.alpha, device
-                )
             train_data, valid_data = self._split(
                 X, targets, sample_weight, early_stopping, seed, device
             )
@@ -240,6 +241,17 @@ class BaseMixtureOfExperts(BaseEstimator):
                 shuffle=self.shuffle,
                 verbose=self.verbose,
             )
+            if reset or not incremental or not hasattr(self, "_optimizer"):
+                # MLPClassifier's penalty, alpha / 2 * ||W||^2 / batch_size per batch
+                # on weights but not biases, with the batch size counted in sample
+                # weight so that a weight of k still equals k repeated rows.
+                expected_batch_weight = config.batch_size * float(sample_weight.mean())
+                self._optimizer = make_optimizer(
+                    module,
+                    self.learning_rate_init,
+                    self.alpha / expected_batch_weight,
+                    device,
+                )
             if not incremental:
                 history.no_improvement_count = 0
                 history.converged = False
@@ -412,6 +424,20 @@ class BaseMixtureOfExperts(BaseEstimator):
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
+
+
+def _drop_unlabelled_rows(X, targets, sample_weight):
+    """Rows whose every label is missing teach nothing; they would only dilute the
+    per-batch loss, so they are left out."""
+    if targets.dtype.kind == "f":
+        labelled = ~np.isnan(targets).all(axis=1)
+    else:
+        labelled = (targets != MISSING_CLASS).any(axis=1)
+    if not labelled.any():
+        raise ValueError("Every label of every row is missing; nothing to learn.")
+    if labelled.all():
+        return X, targets, sample_weight
+    return X[labelled], targets[labelled], sample_weight[labelled]
 
 
 class _UsageRecorder:

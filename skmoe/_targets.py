@@ -142,7 +142,7 @@ class TargetScaler:
         present = ~np.isnan(y2d)
         if not present.any(axis=0).all():
             empty = np.flatnonzero(~present.any(axis=0))
-            raise ValueError(f"Every target of output(s) {list(empty)} is missing.")
+            raise ValueError(f"Every target of output(s) {empty.tolist()} is missing.")
         w = sample_weight[:, None] * present
         w_total = np.maximum(w.sum(axis=0), np.finfo(float).tiny)
         filled = np.where(present, y2d, 0.0)

@@ -137,6 +137,20 @@ def test_missing_class_labels():
     assert (clf.predict(full_X)[:, 1] == full_Y[:, 1]).mean() > 0.8
 
 
+def test_rows_without_any_label_are_left_out(two_tasks):
+    X, Y, X_test, _ = two_tasks
+    padded_X = np.vstack([X, X[:500]])
+    padded_Y = np.vstack([Y, np.full((500, 2), np.nan)])
+    params = dict(allow_missing_labels=True, **FAST)
+    plain = MultiGateMoERegressor(**params).fit(X, Y)
+    padded = MultiGateMoERegressor(**params).fit(padded_X, padded_Y)
+    np.testing.assert_allclose(padded.predict(X_test), plain.predict(X_test))
+    with pytest.raises(
+        ValueError, match=r"Every target of output\(s\) \[0, 1\] is missing"
+    ):
+        MultiGateMoERegressor(**params).fit(X, np.full_like(Y, np.nan))
+
+
 def test_masked_entries_add_nothing_to_the_loss_or_its_gradient():
     outputs = torch.randn(4, 2, requires_grad=True)
     targets = torch.tensor([[1.0, np.nan], [0.0, 2.0], [np.nan, np.nan], [3.0, 1.0]])

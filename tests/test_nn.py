@@ -110,7 +110,7 @@ def test_sparse_dispatch_equals_masked_dense_mixture(top_k):
 
 
 def test_sparse_dispatch_gradients_match_dense_computation():
-    layer = MixtureOfExperts(6, 2, n_experts=4, top_k=2)
+    layer = MixtureOfExperts(6, 2, n_experts=4, top_k=2, min_dispatch_savings=0)
     x = torch.randn(20, 6)
     layer(x).square().sum().backward()
     sparse_grads = [p.grad.clone() for p in layer.experts.parameters()]
@@ -164,3 +164,24 @@ def test_invalid_layer_arguments_are_value_errors():
         Gate(3, 2, gating="hash")
     with pytest.raises(ValueError, match="activation"):
         ExpertBank(2, 3, 1, activation="swish")
+
+
+def test_large_batches_dispatch_and_small_ones_compute_densely(monkeypatch):
+    calls = []
+    original = MixtureOfExperts._dispatch
+
+    def spy(self, x, routing):
+        calls.append(x.shape[0])
+        return original(self, x, routing)
+
+    monkeypatch.setattr(MixtureOfExperts, "_dispatch", spy)
+    layer = MixtureOfExperts(4, 2, n_experts=8, top_k=2)  # saves 6 rows per row
+    small, large = torch.randn(10, 4), torch.randn(500, 4)
+    dense_small = layer(small)
+    assert calls == []
+    dense_large = layer(large)
+    assert calls == [500]
+    layer.min_dispatch_savings = 0
+    torch.testing.assert_close(layer(small), dense_small)
+    layer.min_dispatch_savings = 10**9
+    torch.testing.assert_close(layer(large), dense_large)

@@ -62,16 +62,25 @@ class Batches:
 
 
 def make_optimizer(module, learning_rate, weight_decay, device):
-    """Adam over the module's parameters, fused where this torch build supports it."""
-    params = [p for p in module.parameters() if p.requires_grad]
+    """Adam, fused where this torch build supports it, with L2 decay on weights only.
+
+    Biases (parameters whose name ends in ``bias`` or sits in a ``biases`` list) are
+    not decayed, as in scikit-learn's MLP.
+    """
+    decayed, free = [], []
+    for name, param in module.named_parameters():
+        if param.requires_grad:
+            is_bias = name.endswith("bias") or ".biases." in f".{name}"
+            (free if is_bias else decayed).append(param)
+    groups = [
+        {"params": decayed, "weight_decay": weight_decay},
+        {"params": free, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
     try:
-        return torch.optim.Adam(
-            params, lr=learning_rate, weight_decay=weight_decay, fused=True
-        )
+        return torch.optim.Adam(groups, lr=learning_rate, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(
-            params, lr=learning_rate, weight_decay=weight_decay, foreach=True
-        )
+        return torch.optim.Adam(groups, lr=learning_rate, foreach=True)
 
 
 def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle=True):
@@ -234,7 +243,8 @@ def infer(module, chunks, n_rows, fn=None):
     ``n_rows`` rows, allocated once: no list of chunk outputs and no final
     concatenation, which would double the peak memory (and fragment the heap).
     """
-    module.eval()
+    if module.training:  # eval() walks every submodule: skip it when already set
+        module.eval()
     result = None
     start = 0
     for x in chunks:

@@ -21,7 +21,9 @@ PARAMETERS_DOC = """\
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
         Activation of the expert hidden layers.
     alpha : float, default=1e-4
-        Strength of the L2 penalty, applied as Adam weight decay.
+        Strength of the L2 penalty on the weights (not the biases), as in
+        ``MLPClassifier``: each batch's loss gains ``alpha / 2 * ||W||^2 /
+        batch_size`` (the batch size counted in sample weight).
     batch_size : int or "auto", default="auto"
         Minibatch size; ``"auto"`` is ``min(200, n_samples)``.
     learning_rate_init : float, default=1e-3

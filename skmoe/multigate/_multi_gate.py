@@ -48,10 +48,12 @@ PARAMETERS_DOC = """\
         Non-negative weight of each task's loss; ``None`` weighs tasks equally.
     allow_missing_labels : bool, default=False
         If True, NaN (or ``None``) in ``y`` marks a missing label: that row still trains
-        the other tasks and is left out of that task's loss. If False, NaN in ``y`` is
-        an error, as scikit-learn requires.
+        the other tasks and is left out of that task's loss; rows with no label at all
+        are left out. If False, NaN in ``y`` is an error, as scikit-learn requires.
     alpha : float, default=1e-4
-        Strength of the L2 penalty, applied as Adam weight decay.
+        Strength of the L2 penalty on the weights (not the biases), as in
+        ``MLPClassifier``: each batch's loss gains ``alpha / 2 * ||W||^2 /
+        batch_size`` (the batch size counted in sample weight).
     batch_size : int or "auto", default="auto"
         Minibatch size; ``"auto"`` is ``min(200, n_samples)``.
     learning_rate_init : float, default=1e-3
