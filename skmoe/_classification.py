@@ -180,15 +180,23 @@ class ClassificationMixin:
         -------
         float
             Accuracy (subset accuracy for several outputs, as
-            ``MultiOutputClassifier.score``).
+            ``MultiOutputClassifier.score``). With ``allow_missing_labels=True``, a
+            missing label counts as right and rows with no label are left out.
         """
         y_pred = self.predict(X)
         y = np.asarray(y)
         if y_pred.ndim == 1:
-            correct = y_pred == y.ravel()
+            y, y_pred = y.reshape(-1, 1), y_pred.reshape(-1, 1)
         else:
-            correct = np.all(y_pred == y.reshape(y_pred.shape), axis=1)
-        return float(np.average(correct, weights=sample_weight))
+            y = y.reshape(y_pred.shape)
+        right = y_pred == y
+        rows = np.ones(len(y), dtype=bool)
+        if self._allows_missing_targets():
+            missing = missing_mask(y)
+            right |= missing
+            rows = ~missing.all(axis=1)
+        weights = None if sample_weight is None else np.asarray(sample_weight)[rows]
+        return float(np.average(right.all(axis=1)[rows], weights=weights))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

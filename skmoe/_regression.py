@@ -2,6 +2,7 @@
 
 import numpy as np
 from sklearn.base import _fit_context
+from sklearn.metrics import r2_score
 
 from ._engine import MeanSquaredError
 from ._targets import TargetScaler, as_2d_target
@@ -74,6 +75,42 @@ class RegressionMixin:
             The updated estimator.
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def score(self, X, y, sample_weight=None):
+        """Coefficient of determination R², averaged uniformly over outputs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Test samples.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        float
+            R² as ``RegressorMixin.score``. With ``allow_missing_labels=True``,
+            each output's R² uses only the rows where its target is present.
+        """
+        if not self._allows_missing_targets():
+            return super().score(X, y, sample_weight=sample_weight)
+        y_pred = self.predict(X)
+        y = np.asarray(y, dtype=np.float64).reshape(y_pred.shape)
+        y2d, pred2d = y.reshape(len(y), -1), y_pred.reshape(len(y), -1)
+        weights = None if sample_weight is None else np.asarray(sample_weight)
+        scores = []
+        for j in range(y2d.shape[1]):
+            present = ~np.isnan(y2d[:, j])
+            scores.append(
+                r2_score(
+                    y2d[present, j],
+                    pred2d[present, j],
+                    sample_weight=None if weights is None else weights[present],
+                )
+            )
+        return float(np.mean(scores))
 
     def predict(self, X):
         """Predict targets.

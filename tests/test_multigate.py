@@ -119,6 +119,13 @@ def test_missing_labels_are_an_error_unless_allowed(two_tasks):
     reg = MultiGateMoERegressor(allow_missing_labels=True, **FAST).fit(X, Y)
     pred = reg.predict(X_test)
     assert np.isfinite(pred).all()
+    # score skips the missing targets: R² of each task over its present labels
+    Y_scored = Y_test.copy()
+    Y_scored[::2, 0] = np.nan
+    expected = np.mean(
+        [r2_score(Y_test[1::2, 0], pred[1::2, 0]), r2_score(Y_test[:, 1], pred[:, 1])]
+    )
+    assert reg.score(X_test, Y_scored) == pytest.approx(expected)
     # Task 0 learned from the half of the rows that have its label.
     assert r2_score(Y_test[:, 0], pred[:, 0]) > 0.5
     assert r2_score(Y_test[:, 1], pred[:, 1]) > 0.5
@@ -135,6 +142,11 @@ def test_missing_class_labels():
     assert [list(c) for c in clf.classes_][:2] == [["no", "yes"], ["0", "1", "2"]]
     full_X, full_Y = _classification_tasks()
     assert (clf.predict(full_X)[:, 1] == full_Y[:, 1]).mean() > 0.8
+    # score counts a missing label as right and skips rows with no label at all
+    pred = clf.predict(X)
+    present = ~np.vectorize(lambda v: v is None or v != v)(Y)
+    expected = np.mean(np.all((pred == Y) | ~present, axis=1))
+    assert clf.score(X, Y) == pytest.approx(expected)
 
 
 def test_rows_without_any_label_are_left_out(two_tasks):

@@ -254,3 +254,20 @@ class MultiGateMixin(BaseMixtureOfExperts):
 
     def _usage_layers(self, module):
         return [module]
+
+    def gate_weights(self, X):
+        """Each task's gate weights over the experts.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_tasks, n_experts)
+            The last level's task gates (``"ple"``); experts ordered shared first,
+            then each task's own. Rows sum to one; with ``top_k=k`` each has exactly
+            ``k`` non-zeros, and a task's weight on another task's experts is zero.
+        """
+        return super().gate_weights(X)
