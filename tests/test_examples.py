@@ -70,3 +70,11 @@ def test_speed_benchmark_runs_in_quick_mode():
     assert "| measurement | unit | figure | ratio |" in out
     assert "1. skmoe fit, defaults (balancing on)" in out
     assert "5. predict 10k rows in one call" in out
+
+
+def test_readme_quickstart_runs_as_written():
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## Quickstart\n\n```python\n(.*?)```", readme, re.S).group(1)
+    out = run_script("-c", code).stdout
+    assert "mixtureofexpertsclassifier__n_experts" in out
+    assert "expert usage:" in out
