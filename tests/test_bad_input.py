@@ -72,7 +72,10 @@ def test_wrong_number_of_features_and_renamed_columns(Estimator, y):
     frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
     est = Estimator(**FAST).fit(frame, y)
     before = est.predict(frame)
-    with pytest.raises(ValueError, match="X has 3 features, but"):
+    with (
+        pytest.warns(UserWarning, match="does not have valid feature names"),
+        pytest.raises(ValueError, match="X has 3 features, but"),
+    ):
         est.predict(X[:, :3])
     with pytest.raises(ValueError, match="feature names should match"):
         est.predict(frame.rename(columns={"a": "z"}))
