@@ -51,11 +51,21 @@ class TrainingHistory:
 
 @dataclass
 class Batches:
-    """Rows, targets and sample weights that share a row order."""
+    """Rows, targets and sample weights that share a row order.
+
+    ``uniform_weights`` (computed when not given) says every row weighs the same, so
+    a batch's loss is a plain mean and the weights need not be gathered.
+    """
 
     rows: object
     targets: torch.Tensor
     weights: torch.Tensor
+    uniform_weights: bool | None = None
+
+    def __post_init__(self):
+        if self.uniform_weights is None:
+            w = self.weights
+            self.uniform_weights = bool(w.numel() == 0 or (w == w[0]).all())
 
     def __len__(self):
         return len(self.rows)
@@ -97,22 +107,27 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
     else:
         order = torch.arange(n_rows, device=device)
     total = torch.zeros((), device=device)
-    weight_total = data.weights.sum()
+    tiny = torch.finfo(data.weights.dtype).tiny
     for start in range(0, n_rows, batch_size):
         index = order[start : start + batch_size]
         x = data.rows.take(index)
         y = data.targets.index_select(0, index)
-        w = data.weights.index_select(0, index)
-        batch_weight = w.sum()
-        task = (objective.row_loss(module(x), y) * w).sum() / batch_weight.clamp(
-            min=torch.finfo(w.dtype).tiny
-        )
+        row_loss = objective.row_loss(module(x), y)
+        if data.uniform_weights:
+            batch_weight = index.shape[0]
+            task = row_loss.mean()
+        else:
+            w = data.weights.index_select(0, index)
+            batch_weight = w.sum()
+            task = (row_loss * w).sum() / batch_weight.clamp(min=tiny)
         loss = task + auxiliary_loss(module)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total = total + loss.detach() * batch_weight
-    return total / weight_total.clamp(min=torch.finfo(total.dtype).tiny)
+    if data.uniform_weights:
+        return total / max(n_rows, 1)
+    return total / data.weights.sum().clamp(min=tiny)
 
 
 @torch.no_grad()

@@ -92,12 +92,9 @@ class ExpertBank(nn.Module):
         -------
         torch.Tensor of shape (n_experts, batch, out_features)
         """
-        w0 = self.weights[0]
-        # One wide GEMM for the first layer: (batch, in) @ (in, n_experts * out).
-        wide = w0.permute(1, 0, 2).reshape(self.in_features, -1)
-        h = (x @ wide).view(x.shape[0], self.n_experts, -1).transpose(0, 1)
-        h = h + self.biases[0].unsqueeze(1)
-        return self._rest(h, start=1)
+        # A stride-0 view of the input per expert: no copy, and one batched product
+        # whose output is already laid out (n_experts, batch, out) for the next layer.
+        return self.forward(x.expand(self.n_experts, *x.shape))
 
     def forward(self, x):
         """Run expert ``e`` on ``x[e]``.

@@ -105,12 +105,14 @@ class MixtureOfExperts(nn.Module):
         else:
             out = self._dispatch(x, routing)
         if self.training:
-            self.aux_loss = self._balancing(routing)
+            # Plain attribute writes straight to __dict__: nn.Module.__setattr__ costs
+            # microseconds per call, paid at every training step.
+            self.__dict__["aux_loss"] = self._balancing(routing)
             with torch.no_grad():
                 self.usage_sum += routing.dense_weights().detach().sum(0)
                 self.usage_rows += x.shape[0]
-        elif self.aux_loss is not None:  # nn.Module.__setattr__ is slow: only if needed
-            self.aux_loss = None
+        else:
+            self.__dict__["aux_loss"] = None
         return out
 
     def _dense_is_cheaper(self, n_rows, routing):
@@ -125,12 +127,12 @@ class MixtureOfExperts(nn.Module):
         return n_rows * (self.n_experts - k) < self.min_dispatch_savings
 
     def _balancing(self, routing):
-        loss = routing.logits.new_zeros(())
+        terms = []
         if self.load_balancing_coef:
-            loss = loss + self.load_balancing_coef * load_balancing_loss(routing)
+            terms.append(self.load_balancing_coef * load_balancing_loss(routing))
         if self.router_z_loss_coef:
-            loss = loss + self.router_z_loss_coef * router_z_loss(routing)
-        return loss
+            terms.append(self.router_z_loss_coef * router_z_loss(routing))
+        return sum(terms[1:], terms[0]) if terms else None
 
     def _dispatch(self, x, routing):
         n_rows, k = routing.indices.shape
@@ -210,9 +212,10 @@ def auxiliary_loss(module):
     """
     total = None
     for sub in module.modules():
-        if getattr(sub, "aux_loss", None) is not None:
-            total = sub.aux_loss if total is None else total + sub.aux_loss
-            sub.aux_loss = None
+        stored = sub.__dict__.get("aux_loss")  # a plain dict lookup, once per module
+        if stored is not None:
+            total = stored if total is None else total + stored
+            sub.__dict__["aux_loss"] = None
     if total is None:
         param = next(module.parameters(), None)
         device = param.device if param is not None else None

@@ -33,12 +33,10 @@ def load_balancing_loss(routing):
     n_experts = probs.shape[1]
     chosen = routing.indices
     if chosen is None:
-        chosen = probs.argmax(dim=1, keepdim=True)
-    counts = torch.zeros_like(probs).scatter_add_(
-        1, chosen, torch.ones_like(chosen, dtype=probs.dtype)
-    )
-    fraction = counts.sum(0) / chosen.numel()
-    return n_experts * torch.sum(fraction * probs.mean(0))
+        chosen = probs.argmax(dim=1)
+    counts = torch.bincount(chosen.reshape(-1), minlength=n_experts).to(probs.dtype)
+    # n_experts * sum_i f_i * P_i with f_i = counts_i / n_slots, P_i = mean probability
+    return (n_experts / chosen.numel()) * torch.dot(counts, probs.mean(0))
 
 
 def router_z_loss(routing):

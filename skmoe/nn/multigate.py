@@ -165,14 +165,14 @@ class MultiGateMixtureOfExperts(nn.Module):
         )
         if self.training:
             all_routings = [r for level in routings for r in level]
-            self.aux_loss = self._balancing(all_routings, x)
+            self.__dict__["aux_loss"] = self._balancing(all_routings, x)
             with torch.no_grad():
                 self.usage_sum += (
                     self.levels[-1].task_weights(routings[-1], x.shape[0]).sum(0)
                 )
                 self.usage_rows += x.shape[0]
         else:
-            self.aux_loss = None
+            self.__dict__["aux_loss"] = None
         return outputs
 
     def _balancing(self, routings, x):
