@@ -33,6 +33,7 @@ from ._engine import (
     make_optimizer,
     resolve_device,
     seeded,
+    torch_threads,
     train,
 )
 from ._engine.objectives import MISSING_CLASS
@@ -70,6 +71,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         "load_balancing_coef": [Interval(Real, 0, None, closed="left")],
         "router_z_loss_coef": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     # -- hooks for subclasses -------------------------------------------------------
@@ -223,7 +225,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             raise
         seed = self._next_seed(reset)
         early_stopping = self.early_stopping and not incremental
-        with seeded(seed, device):
+        with seeded(seed, device), torch_threads(self.n_threads):
             if reset:
                 module = self._build_module(X.shape[1], objective, hidden).to(device)
                 history = TrainingHistory()
@@ -370,7 +372,8 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _infer(self, X, fn=None):
         X = self._validate_X(X)
         module, dtype = self._inference_module()
-        return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
+        with torch_threads(getattr(self, "n_threads", None)):
+            return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
 
     def _raw_output(self, X):
         return self._infer(X).double().numpy()

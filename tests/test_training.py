@@ -251,3 +251,35 @@ def test_divergence_is_an_error_never_nan_weights(regression):
         assert torch.isfinite(param).all()
     assert np.isfinite(good.predict(X)).all()
     assert good.predict(X).shape == before.shape
+
+
+def test_n_threads_applies_during_fit_and_predict_then_is_restored(
+    classification, monkeypatch
+):
+    import skmoe._engine.trainer as trainer
+
+    X, y = classification
+    seen = []
+    original_epoch, original_infer = trainer.run_epoch, trainer.infer
+
+    def epoch_spy(*args, **kwargs):
+        seen.append(("fit", torch.get_num_threads()))
+        return original_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "run_epoch", epoch_spy)
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    clf = MixtureOfExpertsClassifier(max_iter=2, n_threads=wanted, **FAST).fit(X, y)
+    assert seen == [("fit", wanted)] * 2
+    assert torch.get_num_threads() == before
+
+    import skmoe._base as base
+
+    def infer_spy(*args, **kwargs):
+        seen.append(("predict", torch.get_num_threads()))
+        return original_infer(*args, **kwargs)
+
+    monkeypatch.setattr(base, "infer", infer_spy)
+    clf.predict(X)
+    assert seen[-1] == ("predict", wanted)
+    assert torch.get_num_threads() == before

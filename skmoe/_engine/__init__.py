@@ -4,6 +4,7 @@ from .device import resolve_device
 from .objectives import MeanSquaredError, MultiOutputCrossEntropy
 from .rows import DenseRows, SparseRows
 from .seeding import seeded
+from .threads import torch_threads
 from .trainer import (
     Batches,
     TrainingConfig,
@@ -31,5 +32,6 @@ __all__ = [
     "resolve_device",
     "run_epoch",
     "seeded",
+    "torch_threads",
     "train",
 ]
