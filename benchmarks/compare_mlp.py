@@ -43,7 +43,12 @@ import sklearn
 import torch
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_wine
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
@@ -78,6 +83,8 @@ def models(task):
             "MoE (defaults)": build(MixtureOfExpertsClassifier),
             "MoE top_k=2": build(MixtureOfExpertsClassifier, top_k=2),
             "MoE switch": build(MixtureOfExpertsClassifier, gating="switch"),
+            "HistGradientBoosting": build(HistGradientBoostingClassifier),
+            "LogisticRegression": build(LogisticRegression),
         }
 
     def scaled_y_mlp(seed, max_iter):
@@ -93,6 +100,8 @@ def models(task):
         "MoE (defaults)": build(MixtureOfExpertsRegressor),
         "MoE top_k=2": build(MixtureOfExpertsRegressor, top_k=2),
         "MoE switch": build(MixtureOfExpertsRegressor, gating="switch"),
+        "HistGradientBoosting": build(HistGradientBoostingRegressor),
+        "Ridge": build(Ridge),
     }
 
 
@@ -102,10 +111,11 @@ def split(X, y, task, seed):
 
 
 def n_epochs(model):
-    """Epochs the fitted network trained for (``n_iter_``)."""
+    """Epochs (iterations) the fitted model trained for; NaN where it has none."""
     if isinstance(model, TransformedTargetRegressor):
         model = model.regressor_
-    return model[-1].n_iter_
+    n_iter = getattr(model[-1], "n_iter_", None)
+    return np.nan if n_iter is None else float(np.max(n_iter))
 
 
 def evaluate(factory, X, y, task, seeds, max_iter):
@@ -119,7 +129,7 @@ def evaluate(factory, X, y, task, seeds, max_iter):
         times.append(time.perf_counter() - start)
         scores.append(model.score(X_test, y_test))
         epochs.append(n_epochs(model))
-    return np.array(scores), np.array(times), np.mean(epochs)
+    return np.array(scores), np.array(times), float(np.mean(epochs))
 
 
 def main(argv=None):
@@ -167,7 +177,7 @@ def main(argv=None):
                 print(
                     f"| {label} | {model_name} | {scores.mean():.3f} ± "
                     f"{scores.std():.3f} | {times.mean():.2f} ± {times.std():.2f} "
-                    f"| {epochs:.0f} |",
+                    f"| {'-' if np.isnan(epochs) else f'{epochs:.0f}'} |",
                     flush=True,
                 )
     print()
