@@ -20,7 +20,8 @@ def check_float32_range(X):
     """Refuse finite values that float32, the dtype skmoe computes in, cannot hold."""
     values = X.data if sp.issparse(X) else X
     if values.dtype == np.float64 and values.size:
-        largest = np.max(np.abs(values))
+        # Two reductions rather than np.abs(values).max(): no temporary copy of X.
+        largest = max(-float(values.min()), float(values.max()))
         if largest > FLOAT32_MAX:
             raise ValueError(
                 f"Input X contains a value too large for float32 ({largest:.3g}; "
