@@ -159,11 +159,20 @@ class BaseMixtureOfExperts(BaseEstimator):
                     f"The '{name}' parameter must be an int, got the bool {value!r}."
                 )
 
+    def _gate_choices(self):
+        """How many experts a gate chooses from and how to name them, or ``None``
+        where there is no gate."""
+        return self.n_experts, f"n_experts={self.n_experts}"
+
     def _check_routing(self):
-        if self.top_k is not None and self.top_k > self.n_experts:
+        choices = self._gate_choices()
+        if choices is None:
+            return
+        n_choices, described = choices
+        if self.top_k is not None and self.top_k > n_choices:
             raise ValueError(
-                f"top_k={self.top_k} is larger than n_experts={self.n_experts}; "
-                "choose top_k <= n_experts, or top_k=None for dense routing."
+                f"top_k={self.top_k} is larger than {described}; choose a smaller "
+                "top_k, or top_k=None for dense routing."
             )
         if self.gating == "switch" and self.top_k not in (None, 1):
             raise ValueError(

@@ -218,22 +218,16 @@ class MultiGateMixin(BaseMixtureOfExperts):
     def _gated(self):
         return self.architecture != "shared_bottom"
 
-    def _check_routing(self):
+    def _gate_choices(self):
         if not self._gated():
-            return
+            return None
         choices = self.n_experts
         if self.architecture in ("cgc", "ple"):
             choices += self.n_task_experts
-        if self.top_k is not None and self.top_k > choices:
-            raise ValueError(
-                f"top_k={self.top_k} is larger than the {choices} experts each task "
-                f"gate chooses from with architecture={self.architecture!r}."
-            )
-        if self.gating == "switch" and self.top_k not in (None, 1):
-            raise ValueError(
-                "gating='switch' routes each row to one expert; got "
-                f"top_k={self.top_k}. Use top_k=None or top_k=1 with switch gating."
-            )
+        return choices, (
+            f"the {choices} experts each task gate chooses from with "
+            f"architecture={self.architecture!r}"
+        )
 
     def _build_module(self, n_features, objective, hidden_layer_sizes):
         if not hidden_layer_sizes:
