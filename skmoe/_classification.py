@@ -121,8 +121,14 @@ class ClassificationMixin:
         ndarray of shape (n_samples,) or (n_samples, n_outputs)
             Predicted labels, one column per output for a 2-D training ``y``.
         """
-        probas = self._probabilities(X)
-        codes = np.column_stack([p.argmax(axis=1) for p in probas])
+        # The largest logit is the most probable class: no softmax needed.
+        logits = torch.as_tensor(self._raw_output(X))
+        codes = np.column_stack(
+            [
+                chunk.argmax(dim=1).numpy()
+                for chunk in torch.split(logits, self._label_codes.n_classes(), dim=1)
+            ]
+        )
         labels = self._label_codes.decode(codes)
         if not self._y_was_1d and labels.ndim == 1:
             labels = labels.reshape(-1, 1)

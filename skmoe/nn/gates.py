@@ -128,7 +128,9 @@ class Gate(nn.Module):
             scale = F.softplus(self.noise(x))
             scores = logits + torch.randn_like(logits) * scale
         top_scores, indices = scores.topk(k, dim=-1)
-        if k == 1:
+        if k == 1 and not torch.is_grad_enabled():
+            weights = torch.ones_like(top_scores)  # the value the estimator below has
+        elif k == 1:
             p = probs.gather(1, indices)
             weights = 1.0 + p - p.detach()
         else:
