@@ -52,12 +52,13 @@ class ClassificationMixin:
     def _stratify(self, targets):
         return targets[:, 0] if targets.shape[1] == 1 else None
 
-    def _probabilities(self, X):
+    def _output_logits(self, X):
+        """float64 logits of each output, a list of ``(n_samples, n_classes)``."""
         logits = torch.as_tensor(self._raw_output(X))
-        return [
-            torch.softmax(chunk, dim=1).numpy()
-            for chunk in torch.split(logits, self._label_codes.n_classes(), dim=1)
-        ]
+        return torch.split(logits, self._label_codes.n_classes(), dim=1)
+
+    def _probabilities(self, X):
+        return [torch.softmax(chunk, dim=1).numpy() for chunk in self._output_logits(X)]
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -122,12 +123,8 @@ class ClassificationMixin:
             Predicted labels, one column per output for a 2-D training ``y``.
         """
         # The largest logit is the most probable class: no softmax needed.
-        logits = torch.as_tensor(self._raw_output(X))
         codes = np.column_stack(
-            [
-                chunk.argmax(dim=1).numpy()
-                for chunk in torch.split(logits, self._label_codes.n_classes(), dim=1)
-            ]
+            [chunk.argmax(dim=1).numpy() for chunk in self._output_logits(X)]
         )
         labels = self._label_codes.decode(codes)
         if not self._y_was_1d and labels.ndim == 1:
@@ -148,8 +145,7 @@ class ClassificationMixin:
             Probabilities in the order of ``classes_``; a list with one array per
             output when the model was fitted on a 2-D ``y``.
         """
-        probas = [p.astype(np.float64) for p in self._probabilities(X)]
-        probas = [p / p.sum(axis=1, keepdims=True) for p in probas]
+        probas = [p / p.sum(axis=1, keepdims=True) for p in self._probabilities(X)]
         return probas[0] if self._y_was_1d else probas
 
     def predict_log_proba(self, X):
