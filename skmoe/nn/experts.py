@@ -108,11 +108,7 @@ class ExpertBank(nn.Module):
         torch.Tensor of shape (n_experts, rows, out_features)
         """
         h = torch.baddbmm(self.biases[0].unsqueeze(1), x, self.weights[0])
-        return self._rest(h, start=1)
-
-    def _rest(self, h, start):
-        """Apply layers ``start`` onwards to ``h``, the pre-activation before them."""
-        for layer in range(start, len(self.weights)):
+        for layer in range(1, len(self.weights)):
             h = torch.baddbmm(
                 self.biases[layer].unsqueeze(1), self._act(h), self.weights[layer]
             )
