@@ -52,17 +52,36 @@ def test_routing_comparison_quick():
 
 def test_compare_mlp_quick():
     out = run_script("benchmarks/compare_mlp.py", "--quick").stdout
-    lines = [line for line in out.splitlines() if line.startswith("|")]
+    # two markdown tables, separated by a blank line: scores, then verdicts
+    tables = [
+        [line for line in block.splitlines() if line.startswith("|")]
+        for block in out.split("\n\n")
+    ]
+    lines, verdicts = (table for table in tables if table)
     assert lines[0].startswith("| data set | model | test score")
     assert set(lines[1].replace("|", "").split()) == {"---"}
     rows = [line.strip("|").split("|") for line in lines[2:]]
     assert all(len(cells) == len(lines[0].strip("|").split("|")) for cells in rows)
     models = {cells[1].strip() for cells in rows}
-    assert {"MLPClassifier", "MoE (defaults)", "MLPRegressor"} <= models
+    assert {
+        "MLPClassifier",
+        "MoE (defaults)",
+        "MultiGate (defaults)",
+        "MLPRegressor",
+        "MLPRegressor (scaled y)",
+    } <= models
     datasets = {cells[0].split("(")[0].strip() for cells in rows}
     assert {"digits", "breast_cancer", "wine", "diabetes"} <= datasets
     for cells in rows:
         assert re.fullmatch(r" -?[0-9.]+ ± [0-9.]+ ", cells[2]), cells
+
+    assert verdicts[0].startswith("| data set | skmoe estimator")
+    pairs = [line.strip("|").split("|") for line in verdicts[2:]]
+    assert len(pairs) == 2 * len(datasets)
+    for cells in pairs:
+        assert cells[1].strip() in {"MoE (defaults)", "MultiGate (defaults)"}, cells
+        assert re.fullmatch(r" [-+][0-9.]+ ± [0-9.]+ ", cells[3]), cells
+        assert cells[4].strip() in {"beats", "matches", "behind"}, cells
 
 
 def test_speed_benchmark_runs_in_quick_mode():

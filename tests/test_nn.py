@@ -7,10 +7,14 @@ from skmoe.nn import (
     ExpertBank,
     Gate,
     MixtureOfExperts,
+    Routing,
     auxiliary_loss,
+    balancing_loss,
     load_balancing_loss,
     router_z_loss,
 )
+from skmoe.nn.experts import mix_experts
+from skmoe.nn.rowwise import cross_entropy_rows, softmax_rows
 
 
 @pytest.fixture(autouse=True)
@@ -185,3 +189,93 @@ def test_large_batches_dispatch_and_small_ones_compute_densely(monkeypatch):
     torch.testing.assert_close(layer(small), dense_small)
     layer.min_dispatch_savings = 10**9
     torch.testing.assert_close(layer(large), dense_large)
+
+
+GATE_SETTINGS = [
+    {},
+    {"top_k": 2},
+    {"top_k": 1},
+    {"gating": "noisy", "top_k": 2},
+    {"gating": "switch"},
+]
+
+
+@pytest.mark.parametrize("gate_params", GATE_SETTINGS, ids=str)
+@pytest.mark.parametrize("coefs", [(0.01, 0.001), (0.7, 0.0), (0.0, 0.3)], ids=str)
+def test_fused_balancing_loss_equals_the_spelled_out_losses(gate_params, coefs):
+    gate = Gate(5, 6, **gate_params).double()
+    x = torch.randn(40, 5, dtype=torch.float64)
+    balance, z = coefs
+
+    def loss_and_grads(fused):
+        with torch.random.fork_rng():  # the same noise and jitter for both
+            torch.manual_seed(1)
+            routing = gate(x)
+        if fused:
+            loss = balancing_loss(routing, balance, z)
+        else:
+            loss = balance * load_balancing_loss(routing) + z * router_z_loss(routing)
+        params = list(gate.parameters())
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = [
+            torch.zeros_like(p) if g is None else g
+            for p, g in zip(params, grads, strict=True)
+        ]
+        return loss.detach(), grads
+
+    fused_loss, fused_grads = loss_and_grads(True)
+    loss, grads = loss_and_grads(False)
+    torch.testing.assert_close(fused_loss, loss)
+    assert any(g.abs().sum() > 0 for g in grads)
+    for got, expected in zip(fused_grads, grads, strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def test_fused_balancing_loss_passes_gradcheck_and_is_none_without_weights():
+    logits = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    indices = torch.tensor([[0], [1], [1], [3], [0], [1], [2]])
+
+    def loss(logits):
+        probs = torch.softmax(logits, dim=1)
+        routing = Routing(logits, probs, indices, torch.ones(7, 1))
+        return balancing_loss(routing, 0.5, 0.2)
+
+    assert torch.autograd.gradcheck(loss, (logits,))
+    routing = Gate(3, 4)(torch.randn(5, 3))
+    assert balancing_loss(routing, 0.0, 0.0) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 3), (8, 8), (200, 2), (256, 8), (300, 15), (256, 16), (64, 40), (130, 64)],
+)
+def test_row_wise_softmax_and_cross_entropy_match_torch(shape, dtype):
+    logits = torch.randn(*shape, dtype=dtype) * 3
+    targets = torch.randint(0, shape[1], (shape[0],))
+    targets[::3] = -1  # ignored rows
+    for ours, theirs in [
+        (softmax_rows, lambda t: torch.softmax(t, dim=1)),
+        (
+            lambda t: cross_entropy_rows(t, targets, -1),
+            lambda t: torch.nn.functional.cross_entropy(
+                t, targets, ignore_index=-1, reduction="none"
+            ),
+        ),
+    ]:
+        a = logits.clone().requires_grad_()
+        b = logits.clone().requires_grad_()
+        out_a, out_b = ours(a), theirs(b)
+        assert out_a.shape == out_b.shape
+        torch.testing.assert_close(out_a, out_b)
+        weights = torch.randn_like(out_b)
+        (out_a * weights).sum().backward()
+        (out_b * weights).sum().backward()
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_mix_experts_is_each_rows_weighted_sum_of_expert_outputs():
+    weights = torch.softmax(torch.randn(6, 3), dim=1)
+    expert_out = torch.randn(3, 6, 5)
+    expected = torch.einsum("be,ebo->bo", weights, expert_out)
+    torch.testing.assert_close(mix_experts(weights, expert_out), expected)

@@ -124,7 +124,10 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total = total + loss.detach() * batch_weight
+        if data.uniform_weights:
+            total.add_(loss.detach(), alpha=batch_weight)
+        else:
+            total.addcmul_(loss.detach(), batch_weight)
     if data.uniform_weights:
         return total / max(n_rows, 1)
     return total / data.weights.sum().clamp(min=tiny)

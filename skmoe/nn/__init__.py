@@ -7,7 +7,7 @@ loop, skorch included (add :func:`auxiliary_loss` to the loss).
 from .experts import ExpertBank
 from .gates import Gate, Routing
 from .layer import MixtureOfExperts, auxiliary_loss
-from .losses import load_balancing_loss, router_z_loss
+from .losses import balancing_loss, load_balancing_loss, router_z_loss
 from .multigate import MultiGateMixtureOfExperts
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "MultiGateMixtureOfExperts",
     "Routing",
     "auxiliary_loss",
+    "balancing_loss",
     "load_balancing_loss",
     "router_z_loss",
 ]

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .rowwise import softmax_rows
+
 GATINGS = ("softmax", "noisy", "switch")
 SWITCH_JITTER = 1e-2
 
@@ -119,7 +121,7 @@ class Gate(nn.Module):
             logits = self.router(x * jitter)
         else:
             logits = self.router(x)
-        probs = torch.softmax(logits, dim=-1)
+        probs = softmax_rows(logits)
         k = self.top_k
         if k is None or (k == self.n_experts and self.gating != "noisy"):
             return Routing(logits, probs, None, probs)
@@ -134,7 +136,7 @@ class Gate(nn.Module):
             p = probs.gather(1, indices)
             weights = 1.0 + p - p.detach()
         else:
-            weights = torch.softmax(top_scores, dim=-1)
+            weights = softmax_rows(top_scores)
         return Routing(logits, probs, indices, weights)
 
     def extra_repr(self):

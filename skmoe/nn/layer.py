@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from .experts import ExpertBank
+from .experts import ExpertBank, mix_experts
 from .gates import Gate
-from .losses import load_balancing_loss, router_z_loss
+from .losses import balancing_loss
 
 # Dispatching pays off once it saves this many expert-row evaluations (measured with
 # benchmarks/speed.py on a CPU: 8 experts of 64 units, top-2, batch 256 saves 1536).
@@ -101,16 +101,16 @@ class MixtureOfExperts(nn.Module):
         routing = self.gate(x)
         if routing.indices is None or self._dense_is_cheaper(x.shape[0], routing):
             expert_out = self.experts.forward_shared(x)
-            out = torch.einsum("be,ebo->bo", routing.dense_weights(), expert_out)
+            out = mix_experts(routing.dense_weights(), expert_out)
         else:
             out = self._dispatch(x, routing)
         if self.training:
             # Plain attribute writes straight to __dict__: nn.Module.__setattr__ costs
             # microseconds per call, paid at every training step.
-            self.__dict__["aux_loss"] = self._balancing(routing)
-            with torch.no_grad():
-                self.usage_sum += routing.dense_weights().detach().sum(0)
-                self.usage_rows += x.shape[0]
+            self.__dict__["aux_loss"] = balancing_loss(
+                routing, self.load_balancing_coef, self.router_z_loss_coef
+            )
+            self._record_usage(routing, x.shape[0])
         else:
             self.__dict__["aux_loss"] = None
         return out
@@ -126,13 +126,15 @@ class MixtureOfExperts(nn.Module):
         k = routing.indices.shape[1]
         return n_rows * (self.n_experts - k) < self.min_dispatch_savings
 
-    def _balancing(self, routing):
-        terms = []
-        if self.load_balancing_coef:
-            terms.append(self.load_balancing_coef * load_balancing_loss(routing))
-        if self.router_z_loss_coef:
-            terms.append(self.router_z_loss_coef * router_z_loss(routing))
-        return sum(terms[1:], terms[0]) if terms else None
+    def _record_usage(self, routing, n_rows):
+        weights = routing.weights.detach()
+        if routing.indices is None:
+            self.usage_sum += weights.sum(0)
+        else:
+            self.usage_sum.index_add_(
+                0, routing.indices.reshape(-1), weights.reshape(-1)
+            )
+        self.usage_rows += n_rows
 
     def _dispatch(self, x, routing):
         n_rows, k = routing.indices.shape

@@ -63,3 +63,98 @@ def router_z_loss(routing):
     0
     """
     return torch.logsumexp(routing.logits, dim=-1).square().mean()
+
+
+class _BalancingLoss(torch.autograd.Function):
+    """Both balancing losses as one autograd node, with hand-written gradients.
+
+    Spelled out with tensor operations the two losses record about a dozen autograd
+    nodes per step; this node computes their value from the router's logits and
+    probabilities and their gradients in closed form:
+
+    * ``d/d probs`` of ``balance_scale * counts . probs.mean(0)`` is
+      ``balance_scale * counts / batch`` on every row;
+    * ``d/d logits`` of ``z_scale * sum(lse**2)`` is ``2 * z_scale * lse * probs``,
+      because the gradient of the log-sum-exp is the softmax.
+
+    The log-sum-exp itself is ``max(logits) - log(max(probs))``, exact because
+    ``probs`` is the softmax of ``logits``; the same ``max`` gives the arg-max expert
+    that dense routing counts.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, probs, indices, balancing_coef, z_coef):
+        n_rows, n_experts = probs.shape
+        top_logit, top = logits.max(dim=1, keepdim=True)
+        loss = logits.new_zeros(())
+        counts = lse = None
+        balance_scale = z_scale = 0.0
+        if balancing_coef:
+            chosen = top if indices is None else indices
+            counts = torch.bincount(chosen.reshape(-1), minlength=n_experts)
+            counts = counts.to(probs.dtype)
+            balance_scale = balancing_coef * n_experts / chosen.numel()
+            loss = loss + balance_scale * torch.dot(counts, probs.mean(0))
+        if z_coef:
+            z_scale = z_coef / max(n_rows, 1)
+            lse = top_logit - probs.gather(1, top).log()
+            loss = loss + z_scale * lse.square().sum()
+        ctx.save_for_backward(probs, counts, lse)
+        ctx.scales = (balance_scale, z_scale)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, counts, lse = ctx.saved_tensors
+        balance_scale, z_scale = ctx.scales
+        grad_logits = grad_probs = None
+        if lse is not None and ctx.needs_input_grad[0]:
+            grad_logits = (2.0 * z_scale * grad) * lse * probs
+        if counts is not None and ctx.needs_input_grad[1]:
+            row_grad = (balance_scale / probs.shape[0]) * grad * counts
+            grad_probs = row_grad.expand_as(probs)
+        return grad_logits, grad_probs, None, None, None
+
+
+def balancing_loss(routing, load_balancing_coef=0.01, router_z_loss_coef=0.001):
+    """Weighted sum of both balancing losses, computed as one autograd node.
+
+    Equal (up to rounding) to ``load_balancing_coef * load_balancing_loss(routing) +
+    router_z_loss_coef * router_z_loss(routing)``, with the same gradients, at a
+    fraction of the per-step cost: the mixture layers use it at every training step.
+
+    Parameters
+    ----------
+    routing : Routing
+        Output of :class:`~skmoe.nn.Gate`.
+    load_balancing_coef : float, default=0.01
+        Weight of :func:`load_balancing_loss`.
+    router_z_loss_coef : float, default=0.001
+        Weight of :func:`router_z_loss`.
+
+    Returns
+    -------
+    torch.Tensor or None
+        A scalar; ``None`` when both weights are zero.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skmoe.nn import Gate
+    >>> routing = Gate(3, 4, top_k=2)(torch.randn(8, 3))
+    >>> fused = balancing_loss(routing, 0.01, 0.001)
+    >>> spelled_out = 0.01 * load_balancing_loss(routing) + 0.001 * router_z_loss(
+    ...     routing
+    ... )
+    >>> bool(torch.isclose(fused, spelled_out))
+    True
+    """
+    if not load_balancing_coef and not router_z_loss_coef:
+        return None
+    return _BalancingLoss.apply(
+        routing.logits,
+        routing.probs,
+        routing.indices,
+        float(load_balancing_coef),
+        float(router_z_loss_coef),
+    )

@@ -19,9 +19,9 @@ tasks and experts there are.
 import torch
 from torch import nn
 
-from .experts import ACTIVATIONS, ExpertBank
+from .experts import ACTIVATIONS, ACTIVATIONS_IN_PLACE, ExpertBank, mix_experts
 from .gates import Gate
-from .losses import load_balancing_loss, router_z_loss
+from .losses import balancing_loss
 
 ARCHITECTURES = ("mmoe", "omoe", "cgc", "ple", "shared_bottom")
 
@@ -104,7 +104,6 @@ class MultiGateMixtureOfExperts(nn.Module):
         self.task_out_features = [int(n) for n in task_out_features]
         self.n_tasks = len(self.task_out_features)
         self.architecture = architecture
-        self._act = ACTIVATIONS[activation]
         if architecture == "shared_bottom":
             n_shared_experts, n_task_experts, n_levels = 1, 0, 1
         elif architecture in ("mmoe", "omoe"):
@@ -180,10 +179,11 @@ class MultiGateMixtureOfExperts(nn.Module):
         for routing in routings:
             if routing is None:
                 continue
-            if self.load_balancing_coef:
-                loss = loss + self.load_balancing_coef * load_balancing_loss(routing)
-            if self.router_z_loss_coef:
-                loss = loss + self.router_z_loss_coef * router_z_loss(routing)
+            term = balancing_loss(
+                routing, self.load_balancing_coef, self.router_z_loss_coef
+            )
+            if term is not None:
+                loss = loss + term
         return loss
 
     def gate_weights(self, x):
@@ -232,7 +232,7 @@ class _ExtractionLevel(nn.Module):
             hidden_layer_sizes=expert_sizes[:-1],
             activation=activation,
         )
-        self._act = ACTIVATIONS[activation]
+        self._act = ACTIVATIONS_IN_PLACE[activation]  # on the bank's fresh output
         self.gated = gated
         # Expert e reads the input of group group[e]: 0 is the shared input, 1 + t task
         # t's input.
@@ -286,14 +286,14 @@ class _ExtractionLevel(nn.Module):
             routing = gate(task_inputs if first else task_inputs[t])
             routings.append(routing)
             chosen = h.index_select(0, self.choices[t])
-            mixtures.append(torch.einsum("bc,cbw->bw", routing.dense_weights(), chosen))
+            mixtures.append(mix_experts(routing.dense_weights(), chosen))
         if len(mixtures) < self.n_tasks:  # one gate: every task reads its mixture
             mixtures = mixtures * self.n_tasks
         shared = None
         if self.shared_gate is not None:
             routing = self.shared_gate(task_inputs if first else shared_input)
             routings.append(routing)
-            shared = torch.einsum("be,ebw->bw", routing.dense_weights(), h)
+            shared = mix_experts(routing.dense_weights(), h)
         return torch.stack(mixtures), shared, routings
 
     def task_weights(self, routings, batch):
