@@ -14,6 +14,7 @@ from skmoe.nn import (
     router_z_loss,
 )
 from skmoe.nn.experts import mix_experts
+from skmoe.nn.layer import capacity_tiers
 from skmoe.nn.rowwise import cross_entropy_rows, softmax_rows
 
 
@@ -279,3 +280,51 @@ def test_mix_experts_is_each_rows_weighted_sum_of_expert_outputs():
     expert_out = torch.randn(3, 6, 5)
     expected = torch.einsum("be,ebo->bo", weights, expert_out)
     torch.testing.assert_close(mix_experts(weights, expert_out), expected)
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_dispatch_with_an_overflow_buffer_matches_dense_computation(top_k):
+    layer = MixtureOfExperts(
+        5, 3, n_experts=8, top_k=top_k, expert_hidden_layer_sizes=(7,)
+    ).double()
+    with torch.no_grad():  # crowd experts 2 and 5, so an overflow buffer pays off
+        layer.gate.router.bias.copy_(torch.tensor([0, 0, 4.0, 0, 0, 3.0, 0, 0]))
+    x = torch.randn(60, 5, dtype=torch.float64)
+    counts = torch.bincount(layer.gate(x).indices.reshape(-1), minlength=8).tolist()
+    tiers = capacity_tiers(counts, min_savings=0)
+    assert tiers.overflow_experts  # the layout under test is really used
+    assert tiers.capacity < max(counts)
+
+    def output_and_grads(dispatch):
+        layer.zero_grad()
+        layer.min_dispatch_savings = 0 if dispatch else 10**9
+        layer.min_tier_savings = 0
+        out = layer(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.detach(), [p.grad.clone() for p in layer.parameters()]
+
+    sparse_out, sparse_grads = output_and_grads(True)
+    dense_out, dense_grads = output_and_grads(False)
+    torch.testing.assert_close(sparse_out, dense_out)
+    for sparse, dense in zip(sparse_grads, dense_grads, strict=True):
+        torch.testing.assert_close(sparse, dense)
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected_slots"),
+    [([9, 1, 1, 1], 12), ([3, 3, 3, 3], 12), ([50, 40, 2, 1, 0, 3, 2, 2], 118)],
+)
+def test_capacity_tiers_pad_the_fewest_slots(counts, expected_slots):
+    tiers = capacity_tiers(counts, min_savings=0)
+    slots = len(counts) * tiers.capacity + len(tiers.overflow_experts) * (
+        tiers.overflow_capacity
+    )
+    assert slots == expected_slots
+    # every row has a slot: the capacity plus the overflow covers each expert's load
+    for e, count in enumerate(counts):
+        room = tiers.capacity + (
+            tiers.overflow_capacity if e in tiers.overflow_experts else 0
+        )
+        assert count <= room
+    # a saving below the threshold keeps the single block
+    assert not capacity_tiers(counts, min_savings=10**6).overflow_experts

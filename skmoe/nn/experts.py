@@ -104,22 +104,27 @@ class ExpertBank(nn.Module):
         # whose output is already laid out (n_experts, batch, out) for the next layer.
         return self.forward(x.expand(self.n_experts, *x.shape))
 
-    def forward(self, x):
-        """Run expert ``e`` on ``x[e]``.
+    def forward(self, x, experts=None):
+        """Run expert ``e`` on ``x[e]``, or expert ``experts[i]`` on ``x[i]``.
 
         Parameters
         ----------
         x : torch.Tensor of shape (n_experts, rows, in_features)
+            With ``experts``, of shape ``(len(experts), rows, in_features)``.
+        experts : torch.Tensor of shape (n_chosen,) or None, default=None
+            Indices of the experts to run, one per leading slice of ``x``.
 
         Returns
         -------
-        torch.Tensor of shape (n_experts, rows, out_features)
+        torch.Tensor of shape (x.shape[0], rows, out_features)
         """
-        h = torch.baddbmm(self.biases[0].unsqueeze(1), x, self.weights[0])
-        for layer in range(1, len(self.weights)):
-            h = torch.baddbmm(
-                self.biases[layer].unsqueeze(1), self._act(h), self.weights[layer]
-            )
+        weights, biases = list(self.weights), list(self.biases)
+        if experts is not None:
+            weights = [w.index_select(0, experts) for w in weights]
+            biases = [b.index_select(0, experts) for b in biases]
+        h = torch.baddbmm(biases[0].unsqueeze(1), x, weights[0])
+        for weight, bias in zip(weights[1:], biases[1:], strict=True):
+            h = torch.baddbmm(bias.unsqueeze(1), self._act(h), weight)
         return h
 
     def extra_repr(self):
