@@ -40,7 +40,7 @@ PARAMETERS_DOC = """\
     expert_hidden_layer_sizes : tuple of int, default=(32,)
         Layer widths of each expert; the last width is the size of the representation
         the towers read. Needs at least one layer.
-    tower_hidden_layer_sizes : tuple of int, default=(16,)
+    tower_hidden_layer_sizes : tuple of int, default=()
         Hidden widths of each task's tower; ``()`` makes towers linear.
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
         Activation of experts and towers.
@@ -143,7 +143,7 @@ class MultiGateMixin(BaseMixtureOfExperts):
         top_k=None,
         gating="softmax",
         expert_hidden_layer_sizes=(32,),
-        tower_hidden_layer_sizes=(16,),
+        tower_hidden_layer_sizes=(),
         activation="relu",
         task_weights=None,
         allow_missing_labels=False,

@@ -50,7 +50,7 @@ class MultiGateMixtureOfExperts(nn.Module):
     expert_hidden_layer_sizes : tuple of int, default=(32,)
         Layer widths of every expert; the last one is the width of the representation
         handed to the towers (or to the next level).
-    tower_hidden_layer_sizes : tuple of int, default=(16,)
+    tower_hidden_layer_sizes : tuple of int, default=()
         Hidden widths of every tower.
     top_k : int or None, default=None
         Experts each gate keeps per row; ``None`` for dense softmax gates.
@@ -82,7 +82,7 @@ class MultiGateMixtureOfExperts(nn.Module):
         n_task_experts=1,
         n_levels=2,
         expert_hidden_layer_sizes=(32,),
-        tower_hidden_layer_sizes=(16,),
+        tower_hidden_layer_sizes=(),
         top_k=None,
         gating="softmax",
         activation="relu",
