@@ -10,6 +10,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
@@ -38,6 +39,7 @@ from ._engine import (
 )
 from ._engine.objectives import MISSING_CLASS
 from ._input import check_float32_range, iter_chunks, to_rows
+from ._small_batch import SMALL_BATCH_MAX_ROWS, SmallBatchMixture
 from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
 
@@ -372,25 +374,43 @@ class BaseMixtureOfExperts(BaseEstimator):
             self._predictor = copy.deepcopy(self.module_).double().eval()
         else:
             self._predictor = None
+        self._small_batch = (
+            SmallBatchMixture(self._predictor)
+            if self._predictor is not None
+            and SmallBatchMixture.supports(self._predictor)
+            else None
+        )
 
     def _inference_module(self):
         if self._predictor is None:
             return self.module_, torch.float32
         return self._predictor, torch.float64
 
-    def _infer(self, X, fn=None):
-        X = self._validate_X(X)
+    def _infer(self, X, fn=None, validated=False):
+        if not validated:
+            X = self._validate_X(X)
         module, dtype = self._inference_module()
         with torch_threads(getattr(self, "n_threads", None)):
             return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
 
     def _raw_output(self, X):
-        return self._infer(X).double().numpy()
+        X = self._validate_X(X)
+        small_batch = getattr(self, "_small_batch", None)
+        if (
+            small_batch is not None
+            and X.shape[0] <= SMALL_BATCH_MAX_ROWS
+            and not sp.issparse(X)
+        ):
+            # A handful of rows: NumPy's per-call cost is a fraction of torch's.
+            check_float32_range(X)
+            return small_batch(X.astype(np.float64, copy=False))
+        return self._infer(X, validated=True).double().numpy()
 
     def __getstate__(self):
         # object.__getstate__ may hand back the live __dict__: copy before editing.
         state = dict(super().__getstate__())
         state.pop("_predictor", None)
+        state.pop("_small_batch", None)
         device = state.get("device_")
         if device is not None and device.type != "cpu":
             # Pickle CPU tensors so that the model unpickles on machines without that

@@ -53,12 +53,15 @@ class ClassificationMixin:
         return targets[:, 0] if targets.shape[1] == 1 else None
 
     def _output_logits(self, X):
-        """float64 logits of each output, a list of ``(n_samples, n_classes)``."""
-        logits = torch.as_tensor(self._raw_output(X))
-        return torch.split(logits, self._label_codes.n_classes(), dim=1)
+        """float64 logits of each output, a list of ``(n_samples, n_classes)`` views."""
+        logits = self._raw_output(X)
+        return np.split(logits, np.cumsum(self._label_codes.n_classes())[:-1], axis=1)
 
     def _probabilities(self, X):
-        return [torch.softmax(chunk, dim=1).numpy() for chunk in self._output_logits(X)]
+        return [
+            torch.softmax(torch.from_numpy(chunk), dim=1).numpy()
+            for chunk in self._output_logits(X)
+        ]
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -124,7 +127,7 @@ class ClassificationMixin:
         """
         # The largest logit is the most probable class: no softmax needed.
         codes = np.column_stack(
-            [chunk.argmax(dim=1).numpy() for chunk in self._output_logits(X)]
+            [chunk.argmax(axis=1) for chunk in self._output_logits(X)]
         )
         labels = self._label_codes.decode(codes)
         if not self._y_was_1d and labels.ndim == 1:

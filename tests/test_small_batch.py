@@ -1,0 +1,112 @@
+"""Predictions on a handful of rows take a NumPy path; it must agree with PyTorch."""
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from skmoe import (
+    MixtureOfExpertsClassifier,
+    MixtureOfExpertsRegressor,
+    MultiGateMoERegressor,
+)
+from skmoe._small_batch import SMALL_BATCH_MAX_ROWS, SmallBatchMixture
+from skmoe.nn import MixtureOfExperts
+
+ROUTINGS = [
+    {},
+    {"top_k": 1},
+    {"top_k": 2},
+    {"top_k": 5},  # every expert: dense
+    {"gating": "noisy", "top_k": 2},
+    {"gating": "noisy", "top_k": 5},  # noisy keeps its top-k path even at k = n
+    {"gating": "switch"},
+]
+
+
+@pytest.mark.parametrize("routing", ROUTINGS, ids=str)
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+@pytest.mark.parametrize("hidden", [(), (6,), (7, 4)], ids=str)
+@pytest.mark.parametrize("n_rows", [1, 3, SMALL_BATCH_MAX_ROWS])
+def test_numpy_forward_matches_the_torch_module(routing, activation, hidden, n_rows):
+    torch.manual_seed(0)
+    module = MixtureOfExperts(
+        4,
+        3,
+        n_experts=5,
+        expert_hidden_layer_sizes=hidden,
+        activation=activation,
+        **routing,
+    )
+    module = module.double().eval()
+    with torch.no_grad():  # spread the router so that the chosen experts vary by row
+        module.gate.router.weight.mul_(5.0)
+    x = np.random.default_rng(1).normal(size=(n_rows, 4)) * 3
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(SmallBatchMixture(module)(x), expected, rtol=1e-10)
+
+
+def _fitted(estimator, y_kind):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 5))
+    if y_kind == "classes":
+        y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    elif y_kind == "two outputs":
+        y = np.column_stack([X[:, 0] > 0, X[:, 2] > 0.5]).astype(int)
+    else:
+        y = X @ rng.normal(size=(5, 2))
+    return estimator.fit(X, y), X
+
+
+@pytest.mark.parametrize(
+    ("estimator", "y_kind"),
+    [
+        (MixtureOfExpertsClassifier(top_k=2, n_experts=4, max_iter=20), "classes"),
+        (MixtureOfExpertsClassifier(max_iter=20), "two outputs"),
+        (MixtureOfExpertsRegressor(gating="switch", max_iter=20), "values"),
+    ],
+    ids=["classifier top-2", "two-output classifier", "switch regressor"],
+)
+def test_small_batches_predict_as_the_torch_path_does(estimator, y_kind):
+    estimator.set_params(random_state=0, device="cpu")
+    fitted, X = _fitted(estimator, y_kind)
+    assert fitted._small_batch is not None
+    for n_rows in (1, 2, SMALL_BATCH_MAX_ROWS):
+        rows = X[:n_rows]
+        numpy_path = fitted.predict(rows)
+        numpy_raw = fitted._raw_output(rows)
+        small_batch, fitted._small_batch = fitted._small_batch, None
+        try:
+            torch_path = fitted.predict(rows)
+            torch_raw = fitted._raw_output(rows)
+        finally:
+            fitted._small_batch = small_batch
+        if numpy_path.dtype.kind == "f":
+            np.testing.assert_allclose(numpy_path, torch_path, rtol=1e-10)
+        else:
+            np.testing.assert_array_equal(numpy_path, torch_path)
+        np.testing.assert_allclose(numpy_raw, torch_raw, rtol=1e-10, atol=1e-12)
+    # a row predicts the same alone as inside a large batch (which uses torch)
+    np.testing.assert_allclose(
+        fitted._raw_output(X[:1]), fitted._raw_output(X)[:1], rtol=1e-10, atol=1e-12
+    )
+    if fitted.predict(X[:1]).dtype.kind != "f":
+        np.testing.assert_array_equal(fitted.predict(X[:1]), fitted.predict(X)[:1])
+
+
+def test_small_batch_path_survives_pickling_and_skips_sparse_and_multi_gate():
+    fitted, X = _fitted(
+        MixtureOfExpertsClassifier(max_iter=5, random_state=0), "classes"
+    )
+    restored = pickle.loads(pickle.dumps(fitted))
+    assert restored._small_batch is not None
+    np.testing.assert_array_equal(restored.predict(X[:3]), fitted.predict(X[:3]))
+    np.testing.assert_array_equal(
+        fitted.predict(sp.csr_matrix(X[:3])), fitted.predict(X[:3])
+    )
+    multi, X = _fitted(MultiGateMoERegressor(max_iter=5, random_state=0), "values")
+    assert multi._small_batch is None
+    assert multi.predict(X[:2]).shape == (2, 2)
