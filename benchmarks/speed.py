@@ -19,10 +19,16 @@ Sections
 3. Sparse scaling: with ``top_k=2``, epoch time for 4 to 64 experts, dispatched and
    computed densely.
 4. ``top_k=1`` against ``MLPClassifier`` of the same active width: epoch time and
-   one-row ``predict`` latency (both including input validation).
+   one-row ``predict`` latency (both including input validation); beside them, one
+   64-unit expert trained by skmoe, which is the floor torch's per-step cost sets.
 5. ``predict`` on 10k rows against predicting the same rows in hand-made chunks.
 6. ``GridSearchCV`` with ``n_jobs=2`` against ``n_jobs=1`` (50k rows, 8 fits), for
    the first parallel search (which starts the worker processes) and a second one.
+7. On a CUDA device, when torch sees one: samples/s of section 1's model at batch 256
+   and 4096 (the estimator copies the data to the device once), the fraction of the
+   card's float32 matrix-product peak (timed on an 8192 x 8192 product) that reaches,
+   and the host-device synchronisations in a one-epoch fit, counted by torch's sync
+   debug mode, against the number of batches.
 """
 
 import argparse
@@ -95,7 +101,7 @@ def hand_loop(X, y, epochs, batch_size, n_experts, hidden, seed=0):
             optimizer.step()
 
 
-def estimator(epochs, batch_size, n_experts, hidden, **params):
+def estimator(epochs, batch_size, n_experts, hidden, device="cpu", **params):
     return MixtureOfExpertsClassifier(
         n_experts=n_experts,
         expert_hidden_layer_sizes=(hidden,),
@@ -104,7 +110,7 @@ def estimator(epochs, batch_size, n_experts, hidden, **params):
         tol=0.0,
         n_iter_no_change=10**6,
         random_state=0,
-        device="cpu",
+        device=device,
         **params,
     )
 
@@ -249,19 +255,24 @@ def section_mlp(X, y, args, rows):
         random_state=0,
     )
     moe = estimator(epochs, 256, 8, 64, top_k=1)
+    # One expert and no balancing: a plain 64-unit MLP trained by skmoe's loop, the
+    # floor that torch's per-operation cost sets for any model at this size.
+    single = estimator(
+        epochs, 256, 1, 64, load_balancing_coef=0.0, router_z_loss_coef=0.0
+    )
     t_mlp = timed(lambda: mlp.fit(X, y), args.repeat)
     t_moe = timed(lambda: moe.fit(X, y), args.repeat)
+    t_single = timed(lambda: single.fit(X, y), args.repeat)
     rows.append(
         ("4. MLPClassifier((64,)) epoch", "s / epoch", f"{t_mlp / epochs:.3f}", "1.00")
     )
-    rows.append(
-        (
-            "4. skmoe top_k=1, 8 experts of 64",
-            "s / epoch",
-            f"{t_moe / epochs:.3f}",
-            f"{t_moe / t_mlp:.2f}",
+    for label, seconds in (
+        ("4. skmoe top_k=1, 8 experts of 64", t_moe),
+        ("4. skmoe, 1 expert of 64 (an MLP in torch)", t_single),
+    ):
+        rows.append(
+            (label, "s / epoch", f"{seconds / epochs:.3f}", f"{seconds / t_mlp:.2f}")
         )
-    )
     one = X[:1]
     p_mlp = timed(lambda: mlp.predict(one), 200)
     p_moe = timed(lambda: moe.predict(one), 200)
@@ -315,6 +326,84 @@ def section_grid(X, y, args, rows):
         )
 
 
+def training_flops_per_sample(n_features, n_experts, hidden, n_classes):
+    """Matrix-product FLOPs of one training sample: forward pass, then twice it back."""
+    forward = 2 * (
+        n_features * n_experts  # router
+        + n_experts * (n_features * hidden + hidden * n_classes)  # experts
+        + n_experts * n_classes  # mixing
+    )
+    return 3 * forward
+
+
+def matmul_peak(device, size=8192, repeat=10):
+    """Float32 FLOP/s of a large matrix product on ``device``: the practical peak."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.matmul(a, b)
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        torch.matmul(a, b)
+    torch.cuda.synchronize(device)
+    return 2 * size**3 * repeat / (time.perf_counter() - start)
+
+
+def count_syncs(fn):
+    """Host-device synchronisations ``fn()`` causes, as torch's sync debug mode sees."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def section_gpu(args, rows):
+    if not torch.cuda.is_available():
+        rows.append(("7. GPU", "-", "no CUDA device visible to torch", "-"))
+        return
+    device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device)
+    peak = matmul_peak(device)
+    rows.append(
+        (f"7. {name}: float32 matmul peak", "TFLOP/s", f"{peak / 1e12:.1f}", "-")
+    )
+    X, y = make_data(args.gpu_rows, 32)
+    flops = training_flops_per_sample(32, 8, 64, int(y.max()) + 1)
+    for batch in (256, 4096):
+        estimator(1, batch, 8, 64, device="cuda").fit(X[: 4 * batch], y[: 4 * batch])
+        seconds = timed(
+            lambda batch=batch: estimator(args.epochs, batch, 8, 64, device="cuda").fit(
+                X, y
+            ),
+            args.repeat,
+        )
+        rate = len(X) * args.epochs / seconds
+        rows.append(
+            (
+                f"7. {name}, dense 8x64, batch {batch}",
+                "samples/s",
+                f"{rate:,.0f}",
+                f"{rate * flops / peak:.2%} of matmul peak",
+            )
+        )
+        syncs = count_syncs(
+            lambda batch=batch: estimator(1, batch, 8, 64, device="cuda").fit(X, y)
+        )
+        n_batches = -(-len(X) // batch)
+        rows.append(
+            (
+                f"7. {name}, batch {batch}: host syncs in a 1-epoch fit",
+                "count",
+                str(syncs),
+                f"{n_batches} batches",
+            )
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes")
@@ -323,9 +412,13 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip")
+    parser.add_argument(
+        "--gpu-rows", type=int, default=1_000_000, help="rows for section 7 (GPU)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rows, args.epochs, args.repeat = 2_000, 1, 1
+        args.gpu_rows = 20_000
     args.experts = [4, 8, 16] if args.quick else [4, 8, 16, 32, 64]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -347,6 +440,8 @@ def main():
     section_predict(X, args, rows, moe)
     if "6" not in skip:
         section_grid(X[:50_000], y[:50_000], args, rows)
+    if "7" not in skip:
+        section_gpu(args, rows)
     print("| measurement | unit | figure | ratio |")
     print("| --- | --- | --- | --- |")
     for row in rows:
