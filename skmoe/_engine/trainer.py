@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..nn import auxiliary_loss
 from .progress import EpochProgress
 from .seeding import permutation_generator
 
@@ -108,6 +107,9 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
         order = torch.arange(n_rows, device=device)
     total = torch.zeros((), device=device)
     tiny = torch.finfo(data.weights.dtype).tiny
+    # The layers that store a balancing loss, found once rather than by walking
+    # every submodule at every step.
+    holders = [sub for sub in module.modules() if "aux_loss" in sub.__dict__]
     for start in range(0, n_rows, batch_size):
         index = order[start : start + batch_size]
         x = data.rows.take(index)
@@ -120,7 +122,8 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
             w = data.weights.index_select(0, index)
             batch_weight = w.sum()
             task = (row_loss * w).sum() / batch_weight.clamp(min=tiny)
-        loss = task + auxiliary_loss(module)
+        aux = _collect_aux_losses(holders)
+        loss = task if aux is None else task + aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -131,6 +134,18 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
     if data.uniform_weights:
         return total / max(n_rows, 1)
     return total / data.weights.sum().clamp(min=tiny)
+
+
+def _collect_aux_losses(holders):
+    """Sum and release the balancing losses the layers stored (as
+    :func:`skmoe.nn.auxiliary_loss` does); ``None`` when none was stored."""
+    total = None
+    for holder in holders:
+        stored = holder.__dict__["aux_loss"]
+        if stored is not None:
+            total = stored if total is None else total + stored
+            holder.__dict__["aux_loss"] = None
+    return total
 
 
 @torch.no_grad()

@@ -129,7 +129,10 @@ class Gate(nn.Module):
         if self.noise is not None and self.training:
             scale = F.softplus(self.noise(x))
             scores = logits + torch.randn_like(logits) * scale
-        top_scores, indices = scores.topk(k, dim=-1)
+        if k == 1:
+            top_scores, indices = scores.max(dim=-1, keepdim=True)
+        else:
+            top_scores, indices = scores.topk(k, dim=-1)
         if k == 1 and not torch.is_grad_enabled():
             weights = torch.ones_like(top_scores)  # the value the estimator below has
         elif k == 1:

@@ -136,14 +136,16 @@ class MixtureOfExperts(nn.Module):
         return n_rows * (self.n_experts - k) < self.min_dispatch_savings
 
     def _record_usage(self, routing, n_rows):
+        # add_ rather than +=: augmented assignment to a buffer goes through
+        # nn.Module.__setattr__, which costs more than the addition.
         weights = routing.weights.detach()
         if routing.indices is None:
-            self.usage_sum += weights.sum(0)
+            self.usage_sum.add_(weights.sum(0))
         else:
             self.usage_sum.index_add_(
                 0, routing.indices.reshape(-1), weights.reshape(-1)
             )
-        self.usage_rows += n_rows
+        self.usage_rows.add_(n_rows)
 
     def _dispatch(self, x, routing):
         n_rows, k = routing.indices.shape
@@ -155,10 +157,12 @@ class MixtureOfExperts(nn.Module):
         expert_sorted = flat_expert.index_select(0, order)
         counts = torch.bincount(flat_expert, minlength=n_experts)
         starts = torch.cumsum(counts, 0) - counts
-        position = torch.arange(order.numel(), device=device) - starts[expert_sorted]
+        position = torch.arange(order.numel(), device=device).sub_(
+            starts.index_select(0, expert_sorted)
+        )
         tiers = capacity_tiers(counts.tolist(), self.min_tier_savings)
         capacity = tiers.capacity
-        slot_sorted = expert_sorted * capacity + position
+        slot_sorted = torch.add(position, expert_sorted, alpha=capacity)
         n_slots = n_experts * capacity
         if tiers.overflow_experts:
             # Rows beyond the capacity go to an overflow buffer shared by the few
@@ -177,7 +181,8 @@ class MixtureOfExperts(nn.Module):
         # Which row fills each buffer slot; unused slots read row 0, and since their
         # outputs are never picked they get no gradient.
         source = torch.zeros(n_slots, dtype=order.dtype, device=device)
-        source.index_copy_(0, slot_sorted, torch.div(order, k, rounding_mode="floor"))
+        row_sorted = order if k == 1 else torch.div(order, k, rounding_mode="floor")
+        source.index_copy_(0, slot_sorted, row_sorted)
         # The slot of each assignment, in the rows' own order.
         slot = torch.empty_like(order).index_copy_(0, order, slot_sorted)
         rows = x.index_select(0, source)

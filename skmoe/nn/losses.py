@@ -84,21 +84,22 @@ class _BalancingLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, probs, indices, balancing_coef, z_coef):
+        # Every tensor below is fresh, so in-place updates are safe and save copies.
         n_rows, n_experts = probs.shape
         top_logit, top = logits.max(dim=1, keepdim=True)
-        loss = logits.new_zeros(())
-        counts = lse = None
+        loss = counts = lse = None
         balance_scale = z_scale = 0.0
         if balancing_coef:
             chosen = top if indices is None else indices
             counts = torch.bincount(chosen.reshape(-1), minlength=n_experts)
             counts = counts.to(probs.dtype)
             balance_scale = balancing_coef * n_experts / chosen.numel()
-            loss = loss + balance_scale * torch.dot(counts, probs.mean(0))
+            loss = torch.dot(counts, probs.mean(0)).mul_(balance_scale)
         if z_coef:
             z_scale = z_coef / max(n_rows, 1)
-            lse = top_logit - probs.gather(1, top).log()
-            loss = loss + z_scale * lse.square().sum()
+            lse = top_logit.sub_(probs.gather(1, top).log_())
+            z = torch.dot(lse.view(-1), lse.view(-1))  # the sum of squares
+            loss = z.mul_(z_scale) if loss is None else loss.add_(z, alpha=z_scale)
         ctx.save_for_backward(probs, counts, lse)
         ctx.scales = (balance_scale, z_scale)
         return loss
