@@ -46,7 +46,7 @@ Models (all other parameters are the estimators' defaults):
 * ``MoE top_k=2``: each row uses its two best experts only;
 * ``MoE switch``: ``gating="switch"``, one expert per row;
 * ``MultiGate (defaults)``: ``MultiGateMoEClassifier()`` or ``MultiGateMoERegressor()``
-  on the single target (one task): MMoE with 4 experts of 32 units and a tower of 16;
+  on the single target (one task): MMoE with 4 experts of 32 units and a linear tower;
 * for reference, ``HistGradientBoostingClassifier`` / ``Regressor`` and a linear model
   (``LogisticRegression`` / ``Ridge``).
 
