@@ -52,12 +52,22 @@ warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 def timed(fn, repeat):
     """Median wall time of ``fn()`` over ``repeat`` runs, in seconds."""
-    times = []
+    return timed_together({"fn": fn}, repeat)["fn"]
+
+
+def timed_together(fns, repeat):
+    """Median wall time of each of ``fns`` (a dict), timed in turn ``repeat`` times.
+
+    Each round runs every function once, so a slow spell of a shared machine hits all
+    of them rather than whichever happened to be running; ratios stay meaningful.
+    """
+    times = {name: [] for name in fns}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def make_data(n_rows, n_features, n_classes=4, seed=0):
@@ -117,14 +127,17 @@ def estimator(epochs, batch_size, n_experts, hidden, device="cpu", **params):
 
 def section_hand_loop(X, y, args, rows):
     epochs, batch, E, H = args.epochs, 256, 8, 64
-    ref = timed(lambda: hand_loop(X, y, epochs, batch, E, H), args.repeat)
-    est = timed(lambda: estimator(epochs, batch, E, H).fit(X, y), args.repeat)
-    no_aux = timed(
-        lambda: estimator(
-            epochs, batch, E, H, load_balancing_coef=0.0, router_z_loss_coef=0.0
-        ).fit(X, y),
+    t = timed_together(
+        {
+            "ref": lambda: hand_loop(X, y, epochs, batch, E, H),
+            "est": lambda: estimator(epochs, batch, E, H).fit(X, y),
+            "no_aux": lambda: estimator(
+                epochs, batch, E, H, load_balancing_coef=0.0, router_z_loss_coef=0.0
+            ).fit(X, y),
+        },
         args.repeat,
     )
+    ref, est, no_aux = t["ref"], t["est"], t["no_aux"]
     n = len(X) * epochs
     rows.append(
         ("1. hand loop, dense 8x64, batch 256", "samples/s", f"{n / ref:,.0f}", "1.00")
@@ -145,10 +158,9 @@ def section_hand_loop(X, y, args, rows):
             f"{no_aux / ref:.2f}",
         )
     )
-    return est
 
 
-def section_skorch(X, y, args, rows, skmoe_time):
+def section_skorch(X, y, args, rows):
     try:
         from skorch import NeuralNetClassifier
         from skorch.dataset import Dataset
@@ -200,11 +212,17 @@ def section_skorch(X, y, args, rows, skmoe_time):
         )
 
     y64 = y.astype(np.int64)
-    default = timed(lambda: net().fit(X, y64), args.repeat)
-    sliced = timed(
-        lambda: net(iterator_train=SliceIterator, dataset=Dataset).fit(X, y64),
+    t = timed_together(
+        {
+            "skmoe": lambda: estimator(args.epochs, 256, 8, 64).fit(X, y),
+            "default": lambda: net().fit(X, y64),
+            "sliced": lambda: net(iterator_train=SliceIterator, dataset=Dataset).fit(
+                X, y64
+            ),
+        },
         args.repeat,
     )
+    skmoe_time, default, sliced = t["skmoe"], t["default"], t["sliced"]
     n = len(X) * args.epochs
     rows.append(
         (
@@ -225,11 +243,14 @@ def section_skorch(X, y, args, rows, skmoe_time):
 
 
 def section_sparse(X, y, args, rows):
-    results = {}
-    for E in args.experts:
-        for k in (2, None):
-            est = estimator(1, 256, E, 64, top_k=k)
-            results[(E, k)] = timed(lambda est=est: est.fit(X, y), args.repeat)
+    results = timed_together(
+        {
+            (E, k): lambda E=E, k=k: estimator(1, 256, E, 64, top_k=k).fit(X, y)
+            for E in args.experts
+            for k in (2, None)
+        },
+        args.repeat,
+    )
     base = results[(args.experts[0], 2)]
     for E in args.experts:
         sparse, dense = results[(E, 2)], results[(E, None)]
@@ -260,9 +281,15 @@ def section_mlp(X, y, args, rows):
     single = estimator(
         epochs, 256, 1, 64, load_balancing_coef=0.0, router_z_loss_coef=0.0
     )
-    t_mlp = timed(lambda: mlp.fit(X, y), args.repeat)
-    t_moe = timed(lambda: moe.fit(X, y), args.repeat)
-    t_single = timed(lambda: single.fit(X, y), args.repeat)
+    t = timed_together(
+        {
+            "mlp": lambda: mlp.fit(X, y),
+            "moe": lambda: moe.fit(X, y),
+            "single": lambda: single.fit(X, y),
+        },
+        args.repeat,
+    )
+    t_mlp, t_moe, t_single = t["mlp"], t["moe"], t["single"]
     rows.append(
         ("4. MLPClassifier((64,)) epoch", "s / epoch", f"{t_mlp / epochs:.3f}", "1.00")
     )
@@ -274,8 +301,10 @@ def section_mlp(X, y, args, rows):
             (label, "s / epoch", f"{seconds / epochs:.3f}", f"{seconds / t_mlp:.2f}")
         )
     one = X[:1]
-    p_mlp = timed(lambda: mlp.predict(one), 200)
-    p_moe = timed(lambda: moe.predict(one), 200)
+    p = timed_together(
+        {"mlp": lambda: mlp.predict(one), "moe": lambda: moe.predict(one)}, 500
+    )
+    p_mlp, p_moe = p["mlp"], p["moe"]
     rows.append(("4. MLPClassifier 1-row predict", "ms", f"{p_mlp * 1e3:.3f}", "1.00"))
     rows.append(
         ("4. skmoe 1-row predict", "ms", f"{p_moe * 1e3:.3f}", f"{p_moe / p_mlp:.2f}")
@@ -431,9 +460,9 @@ def main():
         f"data {args.rows} x 32, {args.epochs} epoch(s), median of {args.repeat}"
     )
     rows = []
-    skmoe_time = section_hand_loop(X, y, args, rows)
+    section_hand_loop(X, y, args, rows)
     if "2" not in skip:
-        section_skorch(X, y, args, rows, skmoe_time)
+        section_skorch(X, y, args, rows)
     if "3" not in skip:
         section_sparse(X, y, args, rows)
     moe = section_mlp(X, y, args, rows)
