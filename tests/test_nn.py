@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skmoe.nn import (
     ExpertBank,
@@ -328,3 +330,27 @@ def test_capacity_tiers_pad_the_fewest_slots(counts, expected_slots):
         assert count <= room
     # a saving below the threshold keeps the single block
     assert not capacity_tiers(counts, min_savings=10**6).overflow_experts
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 300), min_size=1, max_size=64).filter(any),
+    min_savings=st.sampled_from([0, 1, 64, 512]),
+)
+def test_capacity_tiers_fit_every_row_in_the_fewest_slots(counts, min_savings):
+    tiers = capacity_tiers(counts, min_savings=min_savings)
+    overflow = set(tiers.overflow_experts)
+    for e, count in enumerate(counts):
+        room = tiers.capacity + (tiers.overflow_capacity if e in overflow else 0)
+        assert count <= room
+    n, largest = len(counts), max(counts)
+    slots = n * tiers.capacity + len(overflow) * tiers.overflow_capacity
+    # brute force over every capacity of the main blocks
+    best = min(
+        n * c + sum(count > c for count in counts) * (largest - c)
+        for c in range(largest + 1)
+    )
+    if n * largest - best >= max(min_savings, 1):
+        assert slots == best
+    else:
+        assert (slots, overflow) == (n * largest, set())
