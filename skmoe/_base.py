@@ -39,7 +39,7 @@ from ._engine import (
 )
 from ._engine.objectives import MISSING_CLASS
 from ._input import check_float32_range, iter_chunks, to_rows
-from ._small_batch import SMALL_BATCH_MAX_ROWS, SmallBatchMixture
+from ._small_batch import SMALL_BATCH_MAX_ROWS, small_batch_model
 from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
 
@@ -375,10 +375,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         else:
             self._predictor = None
         self._small_batch = (
-            SmallBatchMixture(self._predictor)
-            if self._predictor is not None
-            and SmallBatchMixture.supports(self._predictor)
-            else None
+            None if self._predictor is None else small_batch_model(self._predictor)
         )
 
     def _inference_module(self):

@@ -1,18 +1,19 @@
-"""NumPy evaluation of a single-gate mixture, for predictions on a handful of rows.
+"""NumPy evaluation of skmoe's modules, for predictions on a handful of rows.
 
 Predicting one row through PyTorch costs some 50-60 µs of per-operation overhead
 (dispatch, autograd bookkeeping, tensor creation) for a few microseconds of arithmetic,
 which made a one-row ``predict`` slower than ``MLPClassifier``'s, whose forward pass is
 plain NumPy. For batches of at most :data:`SMALL_BATCH_MAX_ROWS` rows the estimators
-evaluate the same float64 weights here instead. It is the inference-mode forward pass
-of :class:`skmoe.nn.MixtureOfExperts` (no noise, no jitter), and
-``tests/test_small_batch.py`` checks it against the PyTorch module for every routing
-scheme and activation.
+evaluate the same float64 weights here instead. This is the inference-mode forward
+pass of :class:`skmoe.nn.MixtureOfExperts` and
+:class:`skmoe.nn.MultiGateMixtureOfExperts` (no noise, no jitter), and
+``tests/test_small_batch.py`` checks it against the PyTorch modules for every routing
+scheme, activation and architecture.
 """
 
 import numpy as np
 
-from .nn import MixtureOfExperts
+from .nn import MixtureOfExperts, MultiGateMixtureOfExperts
 
 # Up to this many rows NumPy was faster than PyTorch in every configuration measured
 # (one thread; 16 rows: 8 experts top-1 51 µs against 83 µs, 64 experts top-2 133
@@ -45,8 +46,80 @@ def _softmax(z):
     return z
 
 
+def _array(tensor):
+    return tensor.detach().cpu().double().numpy()
+
+
+def _mix(weights, expert_out):
+    """``(n, e)`` weights times ``(e, n, out)`` expert outputs, summed over experts."""
+    return np.einsum("ne,eno->no", weights, expert_out)
+
+
+class _Gate:
+    """A :class:`skmoe.nn.Gate` in eval mode."""
+
+    def __init__(self, gate):
+        self.n_experts = gate.n_experts
+        dense = gate.top_k is None or (
+            gate.top_k == gate.n_experts and gate.gating != "noisy"
+        )
+        self.top_k = None if dense else gate.top_k
+        self.weight = _array(gate.router.weight).T.copy()
+        self.bias = _array(gate.router.bias)
+
+    def route(self, x):
+        """``(experts, weights)``: the experts any row uses (``slice(None)`` for
+        all) and each row's weights over them, ``(n_rows, n_used)``."""
+        logits = x @ self.weight + self.bias
+        if self.top_k is None:
+            return slice(None), _softmax(logits)
+        # Ties go to the lower expert index.
+        if self.top_k == 1:
+            chosen = logits.argmax(axis=1)[:, None]
+        else:
+            chosen = np.argsort(-logits, axis=1, kind="stable")[:, : self.top_k]
+        if x.shape[0] == 1:  # one row: its experts are already distinct
+            experts, position = chosen[0], np.arange(self.top_k)[None]
+        else:
+            experts, position = np.unique(chosen, return_inverse=True)
+            position = position.reshape(chosen.shape)
+        if self.top_k == 1:
+            top_weights = np.ones_like(logits[:, :1])
+        else:
+            top_weights = _softmax(np.take_along_axis(logits, chosen, axis=1))
+        weights = np.zeros((x.shape[0], len(experts)))
+        np.put_along_axis(weights, position, top_weights, axis=1)
+        return experts, weights
+
+    def dense_weights(self, x):
+        """Each row's weights over all the gate's experts, ``(n_rows, n_experts)``."""
+        experts, weights = self.route(x)
+        if isinstance(experts, slice):
+            return weights
+        full = np.zeros((x.shape[0], self.n_experts))
+        full[:, experts] = weights
+        return full
+
+
+class _Bank:
+    """A :class:`skmoe.nn.ExpertBank`: expert ``experts[i]`` runs on ``x[i]``."""
+
+    def __init__(self, bank):
+        self.weights = [_array(w) for w in bank.weights]
+        self.biases = [_array(b) for b in bank.biases]
+        self.activation = _ACTIVATIONS[bank.activation]
+
+    def __call__(self, x, experts=slice(None)):
+        """``x`` is ``(n_rows, in)`` for every expert, or ``(n_used, n_rows, in)``."""
+        h = np.matmul(x, self.weights[0][experts]) + self.biases[0][experts][:, None]
+        for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):
+            h = self.activation(h)
+            h = np.matmul(h, weight[experts]) + bias[experts][:, None]
+        return h
+
+
 class SmallBatchMixture:
-    """The eval-mode forward pass of a ``MixtureOfExperts`` layer, in NumPy float64.
+    """:class:`skmoe.nn.MixtureOfExperts` in eval mode, in NumPy float64.
 
     Parameters
     ----------
@@ -55,56 +128,83 @@ class SmallBatchMixture:
     """
 
     def __init__(self, module):
-        gate, bank = module.gate, module.experts
-        self.n_experts = gate.n_experts
-        dense = gate.top_k is None or (
-            gate.top_k == gate.n_experts and gate.gating != "noisy"
-        )
-        self.top_k = None if dense else gate.top_k
-        self.router_weight = _array(gate.router.weight).T.copy()
-        self.router_bias = _array(gate.router.bias)
-        self.weights = [_array(w) for w in bank.weights]
-        self.biases = [_array(b) for b in bank.biases]
-        self.activation = _ACTIVATIONS[bank.activation]
-
-    @classmethod
-    def supports(cls, module):
-        """Whether ``module`` is a layer this class can evaluate."""
-        return type(module) is MixtureOfExperts
+        self.gate = _Gate(module.gate)
+        self.experts = _Bank(module.experts)
 
     def __call__(self, X):
         """Outputs ``(n_rows, out_features)`` for float64 rows ``(n_rows, in)``."""
-        logits = X @ self.router_weight + self.router_bias
-        if self.top_k is None:
-            experts = slice(None)  # every expert, without copying the weights
-            weights = _softmax(logits)
+        experts, weights = self.gate.route(X)
+        return _mix(weights, self.experts(X, experts))
+
+
+class SmallBatchMultiGate:
+    """:class:`skmoe.nn.MultiGateMixtureOfExperts` in eval mode, in NumPy float64.
+
+    Parameters
+    ----------
+    module : skmoe.nn.MultiGateMixtureOfExperts
+        The model to copy the weights of (any dtype and device).
+    """
+
+    def __init__(self, module):
+        self.task_out_features = list(module.task_out_features)
+        self.n_tasks = module.n_tasks
+        self.levels = [_Level(level) for level in module.levels]
+        self.towers = _Bank(module.towers)
+
+    def __call__(self, X):
+        """Concatenated task outputs ``(n_rows, sum(task_out_features))``."""
+        tasks, shared = None, X
+        for level in self.levels:
+            tasks, shared = level(X if tasks is None else tasks, shared, self.n_tasks)
+        out = self.towers(tasks)
+        return np.concatenate(
+            [out[t, :, :n] for t, n in enumerate(self.task_out_features)], axis=1
+        )
+
+
+class _Level:
+    """One extraction level of a multi-gate model (``_ExtractionLevel``)."""
+
+    def __init__(self, level):
+        self.experts = _Bank(level.experts)
+        self.activation = _ACTIVATIONS[level.experts.activation]
+        self.group = level.group.cpu().numpy()
+        self.choices = level.choices.cpu().numpy()
+        self.task_gates = (
+            None if level.task_gates is None else [_Gate(g) for g in level.task_gates]
+        )
+        self.shared_gate = (
+            None if level.shared_gate is None else _Gate(level.shared_gate)
+        )
+
+    def __call__(self, task_inputs, shared_input, n_tasks):
+        first = task_inputs.ndim == 2
+        if first:
+            h = self.experts(task_inputs)
         else:
-            # Ties go to the lower expert index, as far as a stable sort decides.
-            if self.top_k == 1:
-                chosen = logits.argmax(axis=1)[:, None]
-            else:
-                chosen = np.argsort(-logits, axis=1, kind="stable")[:, : self.top_k]
-            if X.shape[0] == 1:  # one row: its experts are already distinct
-                experts, position = chosen[0], np.arange(self.top_k)[None]
-            else:
-                experts, position = np.unique(chosen, return_inverse=True)
-                position = position.reshape(chosen.shape)
-            if self.top_k == 1:
-                top_weights = np.ones_like(logits[:, :1])
-            else:
-                top_weights = _softmax(np.take_along_axis(logits, chosen, axis=1))
-            weights = np.zeros((X.shape[0], experts.size))
-            np.put_along_axis(weights, position, top_weights, axis=1)
-        out = self._experts(X, experts)  # (n_used, n_rows, out)
-        return np.einsum("ne,eno->no", weights, out)
-
-    def _experts(self, X, experts):
-        h = np.matmul(X, self.weights[0][experts]) + self.biases[0][experts][:, None]
-        for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):
-            h = self.activation(h)
-            h = np.matmul(h, weight[experts]) + bias[experts][:, None]
-        return h
+            inputs = np.concatenate([shared_input[None], task_inputs])
+            h = self.experts(inputs[self.group])
+        h = self.activation(h)  # (n_experts, n_rows, width)
+        if self.task_gates is None:
+            return np.broadcast_to(h, (n_tasks, *h.shape[1:])), None
+        mixtures = []
+        for t, gate in enumerate(self.task_gates):
+            weights = gate.dense_weights(task_inputs if first else task_inputs[t])
+            mixtures.append(_mix(weights, h[self.choices[t]]))
+        if len(mixtures) < n_tasks:  # one gate: every task reads its mixture
+            mixtures = mixtures * n_tasks
+        shared = None
+        if self.shared_gate is not None:
+            gate_input = task_inputs if first else shared_input
+            shared = _mix(self.shared_gate.dense_weights(gate_input), h)
+        return np.stack(mixtures), shared
 
 
-def _array(tensor):
-    return tensor.detach().cpu().double().numpy()
+def small_batch_model(module):
+    """The NumPy evaluator of ``module``, or ``None`` for modules it does not know."""
+    if type(module) is MixtureOfExperts:
+        return SmallBatchMixture(module)
+    if type(module) is MultiGateMixtureOfExperts:
+        return SmallBatchMultiGate(module)
+    return None

@@ -10,10 +10,15 @@ import torch
 from skmoe import (
     MixtureOfExpertsClassifier,
     MixtureOfExpertsRegressor,
+    MultiGateMoEClassifier,
     MultiGateMoERegressor,
 )
-from skmoe._small_batch import SMALL_BATCH_MAX_ROWS, SmallBatchMixture
-from skmoe.nn import MixtureOfExperts
+from skmoe._small_batch import (
+    SMALL_BATCH_MAX_ROWS,
+    SmallBatchMixture,
+    SmallBatchMultiGate,
+)
+from skmoe.nn import MixtureOfExperts, MultiGateMixtureOfExperts
 
 ROUTINGS = [
     {},
@@ -97,7 +102,7 @@ def test_small_batches_predict_as_the_torch_path_does(estimator, y_kind):
         np.testing.assert_array_equal(fitted.predict(X[:1]), fitted.predict(X)[:1])
 
 
-def test_small_batch_path_survives_pickling_and_skips_sparse_and_multi_gate():
+def test_small_batch_path_survives_pickling_and_skips_sparse_input():
     fitted, X = _fitted(
         MixtureOfExpertsClassifier(max_iter=5, random_state=0), "classes"
     )
@@ -107,6 +112,67 @@ def test_small_batch_path_survives_pickling_and_skips_sparse_and_multi_gate():
     np.testing.assert_array_equal(
         fitted.predict(sp.csr_matrix(X[:3])), fitted.predict(X[:3])
     )
-    multi, X = _fitted(MultiGateMoERegressor(max_iter=5, random_state=0), "values")
-    assert multi._small_batch is None
-    assert multi.predict(X[:2]).shape == (2, 2)
+
+
+MULTI_GATE = [
+    {"architecture": "mmoe"},
+    {"architecture": "mmoe", "top_k": 2, "gating": "noisy"},
+    {"architecture": "mmoe", "top_k": 1},
+    {"architecture": "omoe", "top_k": 3},
+    {"architecture": "cgc", "n_task_experts": 2, "gating": "switch"},
+    {"architecture": "ple", "n_levels": 3, "n_task_experts": 2},
+    {"architecture": "ple", "n_levels": 2, "top_k": 2},
+    {"architecture": "shared_bottom"},
+]
+
+
+@pytest.mark.parametrize("params", MULTI_GATE, ids=str)
+@pytest.mark.parametrize("activation", ["relu", "logistic"])
+@pytest.mark.parametrize("towers", [(), (5,)], ids=str)
+@pytest.mark.parametrize("n_rows", [1, SMALL_BATCH_MAX_ROWS])
+def test_numpy_forward_matches_the_multi_gate_module(
+    params, activation, towers, n_rows
+):
+    torch.manual_seed(0)
+    module = MultiGateMixtureOfExperts(
+        4,
+        [1, 3, 2],
+        n_shared_experts=4,
+        expert_hidden_layer_sizes=(6, 5),
+        tower_hidden_layer_sizes=towers,
+        activation=activation,
+        **params,
+    )
+    module = module.double().eval()
+    with torch.no_grad():  # spread the routers so that the chosen experts vary by row
+        for name, parameter in module.named_parameters():
+            if "router.weight" in name:
+                parameter.mul_(5.0)
+    x = np.random.default_rng(1).normal(size=(n_rows, 4)) * 3
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(SmallBatchMultiGate(module)(x), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "y_kind"),
+    [
+        (MultiGateMoEClassifier(architecture="ple", max_iter=10), "two outputs"),
+        (MultiGateMoERegressor(top_k=2, max_iter=10), "values"),
+    ],
+    ids=["ple classifier", "top-2 mmoe regressor"],
+)
+def test_multi_gate_small_batches_predict_as_the_torch_path_does(estimator, y_kind):
+    estimator.set_params(random_state=0, device="cpu")
+    fitted, X = _fitted(estimator, y_kind)
+    assert isinstance(fitted._small_batch, SmallBatchMultiGate)
+    rows = X[:SMALL_BATCH_MAX_ROWS]
+    numpy_raw = fitted._raw_output(rows)
+    small_batch, fitted._small_batch = fitted._small_batch, None
+    try:
+        torch_raw = fitted._raw_output(rows)
+    finally:
+        fitted._small_batch = small_batch
+    np.testing.assert_allclose(numpy_raw, torch_raw, rtol=1e-10, atol=1e-12)
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(restored.predict(X[:2]), fitted.predict(X[:2]))
