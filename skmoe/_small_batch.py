@@ -73,7 +73,8 @@ class _Gate:
         logits = x @ self.weight + self.bias
         if self.top_k is None:
             return slice(None), _softmax(logits)
-        # Ties go to the lower expert index.
+        # Exactly tied logits may be broken differently from torch.topk; the
+        # prediction is then as valid, though it may differ from the PyTorch path.
         if self.top_k == 1:
             chosen = logits.argmax(axis=1)[:, None]
         else:

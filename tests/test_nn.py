@@ -354,3 +354,32 @@ def test_capacity_tiers_fit_every_row_in_the_fewest_slots(counts, min_savings):
         assert slots == best
     else:
         assert (slots, overflow) == (n * largest, set())
+
+
+def test_fused_z_loss_does_not_overflow_in_half_precision():
+    logits = torch.randn(4096, 8, dtype=torch.float64) * 4 + 30
+    probs = torch.softmax(logits, dim=1)
+    half = Routing(logits.half(), probs.half(), None, probs.half())
+    fused = balancing_loss(half, 0.0, 0.001)
+    expected = 0.001 * router_z_loss(Routing(logits, probs, None, probs))
+    assert fused.dtype == torch.float32
+    assert torch.isfinite(fused)
+    torch.testing.assert_close(fused.double(), expected, rtol=2e-3, atol=0)
+
+
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_training_step_runs_under_cpu_bfloat16_autocast(top_k):
+    layer = MixtureOfExperts(6, 3, n_experts=8, top_k=top_k, min_dispatch_savings=0)
+    x = torch.randn(64, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+        loss = out.float().square().mean() + auxiliary_loss(layer)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert layer.usage_sum.dtype == torch.float32
+    assert float(layer.expert_usage().sum()) == pytest.approx(1.0, abs=1e-2)
+
+
+def test_an_empty_batch_gives_an_empty_output_on_every_path():
+    layer = MixtureOfExperts(4, 2, n_experts=4, top_k=2, min_dispatch_savings=0)
+    assert layer(torch.randn(0, 4)).shape == (0, 2)

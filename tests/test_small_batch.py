@@ -176,3 +176,17 @@ def test_multi_gate_small_batches_predict_as_the_torch_path_does(estimator, y_ki
     np.testing.assert_allclose(numpy_raw, torch_raw, rtol=1e-10, atol=1e-12)
     restored = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_allclose(restored.predict(X[:2]), fitted.predict(X[:2]))
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        MixtureOfExpertsRegressor(activation="identity", max_iter=3),
+        MultiGateMoERegressor(activation="identity", max_iter=3),
+    ],
+    ids=["single gate", "multi-gate"],
+)
+def test_identity_activation_models_pickle(estimator):
+    fitted, X = _fitted(estimator.set_params(random_state=0), "values")
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(restored.predict(X), fitted.predict(X))

@@ -12,11 +12,17 @@ import math
 import torch
 from torch import nn
 
+
+def _identity(t):
+    return t
+
+
+# Module-level functions, not lambdas: modules holding them must pickle.
 ACTIVATIONS = {
     "relu": torch.relu,
     "tanh": torch.tanh,
     "logistic": torch.sigmoid,
-    "identity": lambda t: t,
+    "identity": _identity,
 }
 # In-place forms, for a layer's own fresh output: the batched product's backward
 # does not need its result, and skipping the allocation halves the activation's cost.
@@ -24,7 +30,7 @@ ACTIVATIONS_IN_PLACE = {
     "relu": torch.relu_,
     "tanh": torch.tanh_,
     "logistic": torch.sigmoid_,
-    "identity": lambda t: t,
+    "identity": _identity,
 }
 
 

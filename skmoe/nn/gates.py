@@ -42,6 +42,9 @@ class Routing(NamedTuple):
     weights : torch.Tensor of shape (batch, k) or (batch, n_experts)
         Combination weights of the chosen experts (all experts when dense); each row
         sums to one.
+
+    On the CPU, ``probs`` and ``weights`` may be transposed views (see
+    :func:`skmoe.nn.rowwise.softmax_rows`): use ``reshape``, not ``view``, on them.
     """
 
     logits: torch.Tensor

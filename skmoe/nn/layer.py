@@ -71,6 +71,10 @@ class MixtureOfExperts(nn.Module):
     (torch.Size([16, 3]), 0)
     """
 
+    # Padded slots an overflow buffer must save to be used (see capacity_tiers); a
+    # class attribute, so that layers pickled before it existed still dispatch.
+    min_tier_savings = TIER_MIN_SAVED_SLOTS
+
     def __init__(
         self,
         in_features,
@@ -86,7 +90,6 @@ class MixtureOfExperts(nn.Module):
     ):
         super().__init__()
         self.min_dispatch_savings = int(min_dispatch_savings)
-        self.min_tier_savings = TIER_MIN_SAVED_SLOTS
         self.gate = Gate(in_features, n_experts, top_k=top_k, gating=gating)
         self.experts = ExpertBank(
             n_experts,
@@ -108,7 +111,11 @@ class MixtureOfExperts(nn.Module):
     def forward(self, x):
         """Mix the experts' outputs for a batch of shape ``(batch, in_features)``."""
         routing = self.gate(x)
-        if routing.indices is None or self._dense_is_cheaper(x.shape[0], routing):
+        if (
+            routing.indices is None
+            or x.shape[0] == 0
+            or self._dense_is_cheaper(x.shape[0], routing)
+        ):
             expert_out = self.experts.forward_shared(x)
             out = mix_experts(routing.dense_weights(), expert_out)
         else:
@@ -138,7 +145,7 @@ class MixtureOfExperts(nn.Module):
     def _record_usage(self, routing, n_rows):
         # add_ rather than +=: augmented assignment to a buffer goes through
         # nn.Module.__setattr__, which costs more than the addition.
-        weights = routing.weights.detach()
+        weights = routing.weights.detach().to(self.usage_sum.dtype)  # autocast
         if routing.indices is None:
             self.usage_sum.add_(weights.sum(0))
         else:

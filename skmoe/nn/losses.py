@@ -1,6 +1,7 @@
 """Balancing losses that keep a router from collapsing onto a few experts."""
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 def load_balancing_loss(routing):
@@ -84,36 +85,39 @@ class _BalancingLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, probs, indices, balancing_coef, z_coef):
-        # Every tensor below is fresh, so in-place updates are safe and save copies.
+        # Accumulate in float32 at least: in float16 a batch's sum of squared
+        # log-sum-exps overflows long before the mean would.
+        acc = torch.promote_types(probs.dtype, torch.float32)
         n_rows, n_experts = probs.shape
         top_logit, top = logits.max(dim=1, keepdim=True)
         loss = counts = lse = None
         balance_scale = z_scale = 0.0
         if balancing_coef:
             chosen = top if indices is None else indices
-            counts = torch.bincount(chosen.reshape(-1), minlength=n_experts)
-            counts = counts.to(probs.dtype)
+            counts = torch.bincount(chosen.reshape(-1), minlength=n_experts).to(acc)
             balance_scale = balancing_coef * n_experts / chosen.numel()
-            loss = torch.dot(counts, probs.mean(0)).mul_(balance_scale)
+            loss = torch.dot(counts, probs.mean(0, dtype=acc)).mul_(balance_scale)
         if z_coef:
             z_scale = z_coef / max(n_rows, 1)
-            lse = top_logit.sub_(probs.gather(1, top).log_())
+            lse = top_logit.to(acc) - probs.gather(1, top).to(acc).log_()
             z = torch.dot(lse.view(-1), lse.view(-1))  # the sum of squares
             loss = z.mul_(z_scale) if loss is None else loss.add_(z, alpha=z_scale)
         ctx.save_for_backward(probs, counts, lse)
         ctx.scales = (balance_scale, z_scale)
+        ctx.logits_dtype = logits.dtype
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         probs, counts, lse = ctx.saved_tensors
         balance_scale, z_scale = ctx.scales
         grad_logits = grad_probs = None
         if lse is not None and ctx.needs_input_grad[0]:
-            grad_logits = (2.0 * z_scale * grad) * lse * probs
+            grad_logits = ((2.0 * z_scale * grad) * lse * probs).to(ctx.logits_dtype)
         if counts is not None and ctx.needs_input_grad[1]:
             row_grad = (balance_scale / probs.shape[0]) * grad * counts
-            grad_probs = row_grad.expand_as(probs)
+            grad_probs = row_grad.to(probs.dtype).expand_as(probs)
         return grad_logits, grad_probs, None, None, None
 
 
@@ -121,8 +125,11 @@ def balancing_loss(routing, load_balancing_coef=0.01, router_z_loss_coef=0.001):
     """Weighted sum of both balancing losses, computed as one autograd node.
 
     Equal (up to rounding) to ``load_balancing_coef * load_balancing_loss(routing) +
-    router_z_loss_coef * router_z_loss(routing)``, with the same gradients, at a
-    fraction of the per-step cost: the mixture layers use it at every training step.
+    router_z_loss_coef * router_z_loss(routing)``, with the same (first-order)
+    gradients, at a fraction of the per-step cost: the mixture layers use it at every
+    training step. It relies on ``routing.probs`` being the softmax of
+    ``routing.logits``, as :class:`~skmoe.nn.Gate` produces them. The result is at
+    least float32, whatever the routing's dtype.
 
     Parameters
     ----------
@@ -136,7 +143,7 @@ def balancing_loss(routing, load_balancing_coef=0.01, router_z_loss_coef=0.001):
     Returns
     -------
     torch.Tensor or None
-        A scalar; ``None`` when both weights are zero.
+        A scalar; ``None`` when both weights are zero or the batch is empty.
 
     Examples
     --------
@@ -151,6 +158,8 @@ def balancing_loss(routing, load_balancing_coef=0.01, router_z_loss_coef=0.001):
     True
     """
     if not load_balancing_coef and not router_z_loss_coef:
+        return None
+    if routing.probs.shape[0] == 0:  # no rows, nothing to balance
         return None
     return _BalancingLoss.apply(
         routing.logits,

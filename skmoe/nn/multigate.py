@@ -166,9 +166,8 @@ class MultiGateMixtureOfExperts(nn.Module):
             all_routings = [r for level in routings for r in level]
             self.__dict__["aux_loss"] = self._balancing(all_routings, x)
             with torch.no_grad():
-                self.usage_sum.add_(
-                    self.levels[-1].task_weights(routings[-1], x.shape[0]).sum(0)
-                )
+                weights = self.levels[-1].task_weights(routings[-1], x.shape[0])
+                self.usage_sum.add_(weights.sum(0).to(self.usage_sum.dtype))
                 self.usage_rows.add_(x.shape[0])
         else:
             self.__dict__["aux_loss"] = None

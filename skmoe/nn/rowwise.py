@@ -26,13 +26,19 @@ NARROW_FLOAT64_WIDTH = 48
 SOFTMAX_MIN_ROWS = 64
 CROSS_ENTROPY_MIN_ROWS = 128
 CROSS_ENTROPY_MIN_WIDTH = 4
+_NARROW_WIDTH = {
+    torch.float32: NARROW_FLOAT32_WIDTH,
+    torch.float64: NARROW_FLOAT64_WIDTH,
+}
 
 
 def _transposed_is_faster(x, min_rows, min_width=1):
     if x.ndim != 2 or x.device.type != "cpu":
         return False
+    narrow = _NARROW_WIDTH.get(x.dtype)  # measured for float32 and float64 only
+    if narrow is None:
+        return False
     rows, width = x.shape
-    narrow = NARROW_FLOAT32_WIDTH if x.dtype == torch.float32 else NARROW_FLOAT64_WIDTH
     return rows >= min_rows and min_width <= width < narrow
 
 
