@@ -383,9 +383,8 @@ class BaseMixtureOfExperts(BaseEstimator):
             return self.module_, torch.float32
         return self._predictor, torch.float64
 
-    def _infer(self, X, fn=None, validated=False):
-        if not validated:
-            X = self._validate_X(X)
+    def _infer(self, X, fn=None):
+        """Run the inference module over validated rows ``X``."""
         module, dtype = self._inference_module()
         with torch_threads(getattr(self, "n_threads", None)):
             return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
@@ -401,7 +400,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             # A handful of rows: NumPy's per-call cost is a fraction of torch's.
             check_float32_range(X)
             return small_batch(X.astype(np.float64, copy=False))
-        return self._infer(X, validated=True).double().numpy()
+        return self._infer(X).double().numpy()
 
     def __getstate__(self):
         # object.__getstate__ may hand back the live __dict__: copy before editing.
@@ -444,7 +443,9 @@ class BaseMixtureOfExperts(BaseEstimator):
         ndarray of shape (n_samples, n_experts)
             Each row sums to one; with ``top_k=k`` it has exactly ``k`` non-zeros.
         """
-        weights = self._infer(X, fn=lambda module, x: module.gate_weights(x))
+        weights = self._infer(
+            self._validate_X(X), fn=lambda module, x: module.gate_weights(x)
+        )
         return weights.double().numpy()
 
     def __sklearn_tags__(self):

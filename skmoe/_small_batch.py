@@ -169,7 +169,6 @@ class _Level:
 
     def __init__(self, level):
         self.experts = _Bank(level.experts)
-        self.activation = _ACTIVATIONS[level.experts.activation]
         self.group = level.group.cpu().numpy()
         self.choices = level.choices.cpu().numpy()
         self.task_gates = (
@@ -186,7 +185,7 @@ class _Level:
         else:
             inputs = np.concatenate([shared_input[None], task_inputs])
             h = self.experts(inputs[self.group])
-        h = self.activation(h)  # (n_experts, n_rows, width)
+        h = self.experts.activation(h)  # (n_experts, n_rows, width)
         if self.task_gates is None:
             return np.broadcast_to(h, (n_tasks, *h.shape[1:])), None
         mixtures = []

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..nn.layer import collect_aux_losses
 from .progress import EpochProgress
 from .seeding import permutation_generator
 
@@ -122,7 +123,7 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
             w = data.weights.index_select(0, index)
             batch_weight = w.sum()
             task = (row_loss * w).sum() / batch_weight.clamp(min=tiny)
-        aux = _collect_aux_losses(holders)
+        aux = collect_aux_losses(holders)
         loss = task if aux is None else task + aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,18 +135,6 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
     if data.uniform_weights:
         return total / max(n_rows, 1)
     return total / data.weights.sum().clamp(min=tiny)
-
-
-def _collect_aux_losses(holders):
-    """Sum and release the balancing losses the layers stored (as
-    :func:`skmoe.nn.auxiliary_loss` does); ``None`` when none was stored."""
-    total = None
-    for holder in holders:
-        stored = holder.__dict__["aux_loss"]
-        if stored is not None:
-            total = stored if total is None else total + stored
-            holder.__dict__["aux_loss"] = None
-    return total
 
 
 @torch.no_grad()

@@ -265,16 +265,43 @@ def auxiliary_loss(module):
     >>> model[0].aux_loss is None
     True
     """
-    total = None
-    for sub in module.modules():
-        stored = sub.__dict__.get("aux_loss")  # a plain dict lookup, once per module
-        if stored is not None:
-            total = stored if total is None else total + stored
-            sub.__dict__["aux_loss"] = None
+    total = collect_aux_losses(module.modules())
     if total is None:
         param = next(module.parameters(), None)
         device = param.device if param is not None else None
         return torch.zeros((), device=device)
+    return total
+
+
+def collect_aux_losses(modules):
+    """Sum and release the balancing losses stored by ``modules``.
+
+    The loop behind :func:`auxiliary_loss`, for callers that find the layers once and
+    collect at every step (the training engine does).
+
+    Parameters
+    ----------
+    modules : iterable of torch.nn.Module
+
+    Returns
+    -------
+    torch.Tensor or None
+        The sum; ``None`` when no module stored a loss.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = MixtureOfExperts(4, 2, n_experts=3)
+    >>> _ = layer.train()(torch.randn(6, 4))
+    >>> collect_aux_losses([layer]).ndim, collect_aux_losses([layer])
+    (0, None)
+    """
+    total = None
+    for sub in modules:
+        stored = sub.__dict__.get("aux_loss")  # a plain dict lookup, once per module
+        if stored is not None:
+            total = stored if total is None else total + stored
+            sub.__dict__["aux_loss"] = None
     return total
 
 
