@@ -2,6 +2,7 @@
 
 from .device import resolve_device
 from .objectives import MeanSquaredError, MultiOutputCrossEntropy
+from .optim import LeanAdam, make_optimizer
 from .rows import DenseRows, SparseRows
 from .seeding import seeded
 from .threads import torch_threads
@@ -12,7 +13,6 @@ from .trainer import (
     TrainingHistory,
     evaluate,
     infer,
-    make_optimizer,
     run_epoch,
     train,
 )
@@ -20,6 +20,7 @@ from .trainer import (
 __all__ = [
     "Batches",
     "DenseRows",
+    "LeanAdam",
     "MeanSquaredError",
     "MultiOutputCrossEntropy",
     "SparseRows",

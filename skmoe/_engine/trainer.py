@@ -71,28 +71,6 @@ class Batches:
         return len(self.rows)
 
 
-def make_optimizer(module, learning_rate, weight_decay, device):
-    """Adam, fused where this torch build supports it, with L2 decay on weights only.
-
-    Biases (parameters whose name ends in ``bias`` or sits in a ``biases`` list) are
-    not decayed, as in scikit-learn's MLP.
-    """
-    decayed, free = [], []
-    for name, param in module.named_parameters():
-        if param.requires_grad:
-            is_bias = name.endswith("bias") or ".biases." in f".{name}"
-            (free if is_bias else decayed).append(param)
-    groups = [
-        {"params": decayed, "weight_decay": weight_decay},
-        {"params": free, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    try:
-        return torch.optim.Adam(groups, lr=learning_rate, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(groups, lr=learning_rate, foreach=True)
-
-
 def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle=True):
     """One pass over ``data``; returns the weighted mean loss as a 0-d tensor.
 
