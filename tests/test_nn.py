@@ -15,8 +15,8 @@ from skmoe.nn import (
     load_balancing_loss,
     router_z_loss,
 )
+from skmoe.nn.dispatch import capacity_tiers
 from skmoe.nn.experts import mix_experts
-from skmoe.nn.layer import capacity_tiers
 from skmoe.nn.rowwise import cross_entropy_rows, softmax_rows
 
 
@@ -173,16 +173,22 @@ def test_invalid_layer_arguments_are_value_errors():
         ExpertBank(2, 3, 1, activation="swish")
 
 
-def test_large_batches_dispatch_and_small_ones_compute_densely(monkeypatch):
+@pytest.mark.parametrize("training", [False, True])
+def test_large_batches_dispatch_and_small_ones_compute_densely(monkeypatch, training):
+    import skmoe.nn.fused
+    import skmoe.nn.layer
+
     calls = []
-    original = MixtureOfExperts._dispatch
+    original = skmoe.nn.layer.plan_dispatch
 
-    def spy(self, x, routing):
-        calls.append(x.shape[0])
-        return original(self, x, routing)
+    def spy(indices, *args):
+        calls.append(indices.shape[0])
+        return original(indices, *args)
 
-    monkeypatch.setattr(MixtureOfExperts, "_dispatch", spy)
-    layer = MixtureOfExperts(4, 2, n_experts=8, top_k=2)  # saves 6 rows per row
+    monkeypatch.setattr(skmoe.nn.layer, "plan_dispatch", spy)
+    monkeypatch.setattr(skmoe.nn.fused, "plan_dispatch", spy)
+    torch.manual_seed(0)
+    layer = MixtureOfExperts(4, 2, n_experts=8, top_k=2).train(training)
     small, large = torch.randn(10, 4), torch.randn(500, 4)
     dense_small = layer(small)
     assert calls == []

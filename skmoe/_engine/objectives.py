@@ -7,7 +7,7 @@ set (higher is better), all in torch.
 
 import torch
 
-from ..nn.rowwise import cross_entropy_rows
+from ..nn.rowwise import cross_entropy_rows, log_softmax_rows
 
 MISSING_CLASS = -1
 
@@ -51,6 +51,31 @@ class MultiOutputCrossEntropy:
             loss = term if loss is None else loss + term
         return loss
 
+    def row_loss_and_grad(self, logits, targets):
+        """:meth:`row_loss` and its gradient with respect to ``logits``, in closed form.
+
+        The gradient of a row's cross-entropy is ``softmax(logits) - onehot(target)``
+        (zero for a missing label), scaled by the output's weight.
+        """
+        weights = None
+        if self.output_weights is not None:
+            weights = _weights(self.output_weights, len(self.n_classes), logits)
+        chunks = [logits] if len(self.n_classes) == 1 else self.split(logits)
+        loss, grads = None, []
+        for j, chunk in enumerate(chunks):
+            target = targets[:, j : j + 1]
+            present = (target != MISSING_CLASS).to(chunk.dtype)
+            target = target.clamp(min=0)
+            log_probs = log_softmax_rows(chunk)
+            term = log_probs.gather(1, target).mul_(present).neg_().view(-1)
+            grad = log_probs.exp().scatter_add_(1, target, present.neg())
+            grad.mul_(present)
+            if weights is not None:
+                term, grad = term * weights[j], grad.mul_(weights[j])
+            loss = term if loss is None else loss + term
+            grads.append(grad)
+        return loss, grads[0] if len(grads) == 1 else torch.cat(grads, dim=1)
+
     def score(self, logits, targets, weights):
         present = (targets != MISSING_CLASS).to(weights.dtype)
         correct = torch.stack(
@@ -80,6 +105,14 @@ class MeanSquaredError:
         diff = torch.where(present, outputs - targets.nan_to_num(), 0.0)
         weights = _weights(self.output_weights, self.n_outputs, outputs)
         return 0.5 * (diff.square() * weights).mean(1)
+
+    def row_loss_and_grad(self, outputs, targets):
+        """:meth:`row_loss` and its gradient with respect to ``outputs``."""
+        present = ~torch.isnan(targets)
+        diff = torch.where(present, outputs - targets.nan_to_num(), 0.0)
+        weighted = diff * _weights(self.output_weights, self.n_outputs, outputs)
+        loss = 0.5 * (weighted * diff).mean(1)
+        return loss, weighted.div_(self.n_outputs)
 
     def score(self, outputs, targets, weights):
         present = ~torch.isnan(targets)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..nn.layer import collect_aux_losses
+from .closed_form import closed_form_step
 from .progress import EpochProgress
 from .seeding import permutation_generator
 
@@ -89,22 +90,31 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
     # The layers that store a balancing loss, found once rather than by walking
     # every submodule at every step.
     holders = [sub for sub in module.modules() if "aux_loss" in sub.__dict__]
+    # Where every gradient has a closed form, the step skips autograd entirely.
+    fast_step = closed_form_step(module, objective)
     for start in range(0, n_rows, batch_size):
         index = order[start : start + batch_size]
         x = data.rows.take(index)
         y = data.targets.index_select(0, index)
-        row_loss = objective.row_loss(module(x), y)
+        w = None
         if data.uniform_weights:
             batch_weight = index.shape[0]
-            task = row_loss.mean()
         else:
             w = data.weights.index_select(0, index)
             batch_weight = w.sum()
-            task = (row_loss * w).sum() / batch_weight.clamp(min=tiny)
-        aux = collect_aux_losses(holders)
-        loss = task if aux is None else task + aux
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if fast_step is not None:
+            w_total = batch_weight if w is None else batch_weight.clamp(min=tiny)
+            loss = fast_step(x, y, w, w_total)
+        else:
+            row_loss = objective.row_loss(module(x), y)
+            if w is None:
+                task = row_loss.mean()
+            else:
+                task = (row_loss * w).sum() / batch_weight.clamp(min=tiny)
+            aux = collect_aux_losses(holders)
+            loss = task if aux is None else task + aux
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         optimizer.step()
         if data.uniform_weights:
             total.add_(loss.detach(), alpha=batch_weight)

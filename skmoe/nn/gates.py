@@ -108,6 +108,32 @@ class Gate(nn.Module):
             nn.init.zeros_(self.noise.weight)
             nn.init.constant_(self.noise.bias, -2.0)
 
+    def scores(self, x):
+        """Router logits and the scores the experts are chosen by.
+
+        The scores are the logits, plus learned Gaussian noise for noisy top-k
+        routing in training mode. Switch routing jitters the input in training.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, in_features)
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (batch, n_experts)
+        scores : torch.Tensor of shape (batch, n_experts) or None
+            ``None`` where the scores are the logits.
+        """
+        if self.gating == "switch" and self.training:
+            jitter = torch.empty_like(x).uniform_(1 - SWITCH_JITTER, 1 + SWITCH_JITTER)
+            logits = self.router(x * jitter)
+        else:
+            logits = self.router(x)
+        if self.noise is not None and self.training and self.top_k is not None:
+            scale = F.softplus(self.noise(x))
+            return logits, logits + torch.randn_like(logits) * scale
+        return logits, None
+
     def forward(self, x):
         """Route a batch.
 
@@ -119,19 +145,13 @@ class Gate(nn.Module):
         -------
         Routing
         """
-        if self.gating == "switch" and self.training:
-            jitter = torch.empty_like(x).uniform_(1 - SWITCH_JITTER, 1 + SWITCH_JITTER)
-            logits = self.router(x * jitter)
-        else:
-            logits = self.router(x)
+        logits, scores = self.scores(x)
         probs = softmax_rows(logits)
         k = self.top_k
         if k is None or (k == self.n_experts and self.gating != "noisy"):
             return Routing(logits, probs, None, probs)
-        scores = logits
-        if self.noise is not None and self.training:
-            scale = F.softplus(self.noise(x))
-            scores = logits + torch.randn_like(logits) * scale
+        if scores is None:
+            scores = logits
         if k == 1:
             top_scores, indices = scores.max(dim=-1, keepdim=True)
         else:
@@ -140,7 +160,7 @@ class Gate(nn.Module):
             weights = torch.ones_like(top_scores)  # the value the estimator below has
         elif k == 1:
             p = probs.gather(1, indices)
-            weights = 1.0 + p - p.detach()
+            weights = (p - p.detach()) + 1.0  # exactly 1, with p's gradient
         else:
             weights = softmax_rows(top_scores)
         return Routing(logits, probs, indices, weights)

@@ -1,20 +1,17 @@
 """The mixture-of-experts layer: a gate, a bank of experts and their combination."""
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 
+from .dispatch import TIER_MIN_SAVED_SLOTS, plan_dispatch
 from .experts import ExpertBank, mix_experts
+from .fused import fused_mixture
 from .gates import Gate
 from .losses import balancing_loss
 
 # Dispatching pays off once it saves this many expert-row evaluations (measured with
 # benchmarks/speed.py on a CPU: 8 experts of 64 units, top-2, batch 256 saves 1536).
 DISPATCH_MIN_SAVED_ROWS = 1024
-# An overflow buffer for crowded experts pays off once it saves this many padded slots
-# (same benchmark: 64 experts, top-2, 9% faster epochs; 16 and 32 experts, level).
-TIER_MIN_SAVED_SLOTS = 512
 
 
 class MixtureOfExperts(nn.Module):
@@ -30,6 +27,12 @@ class MixtureOfExperts(nn.Module):
     block to the busiest one's size. For small batches, where the
     dispatch's fixed cost exceeds what it saves, every expert is computed and the
     unchosen ones get weight zero, which gives the same result.
+
+    In training mode, with gradients on, the pass from router logits to output is
+    one autograd node with written-out gradients (:func:`skmoe.nn.fused.fused_mixture`),
+    equal in values and first derivatives to the same pass composed of tensor
+    operations, and faster; set the attribute ``fused_training = False`` for the
+    composed pass, which double backward can follow.
 
     In training mode the forward pass stores the weighted balancing loss in
     ``aux_loss``; add it to the task loss (:func:`skmoe.nn.auxiliary_loss` collects it
@@ -74,6 +77,10 @@ class MixtureOfExperts(nn.Module):
     # Padded slots an overflow buffer must save to be used (see capacity_tiers); a
     # class attribute, so that layers pickled before it existed still dispatch.
     min_tier_savings = TIER_MIN_SAVED_SLOTS
+    # Train through skmoe.nn.fused's single autograd node (same values and
+    # gradients); False composes the pass from tensor operations, which allows
+    # double backward.
+    fused_training = True
 
     def __init__(
         self,
@@ -110,6 +117,8 @@ class MixtureOfExperts(nn.Module):
 
     def forward(self, x):
         """Mix the experts' outputs for a batch of shape ``(batch, in_features)``."""
+        if self.training and self.fused_training and _fusable(x):
+            return self._fused_forward(x)
         routing = self.gate(x)
         if (
             routing.indices is None
@@ -129,6 +138,15 @@ class MixtureOfExperts(nn.Module):
             self._record_usage(routing, x.shape[0])
         else:
             self.__dict__["aux_loss"] = None
+        return out
+
+    def _fused_forward(self, x):
+        """The training pass as one autograd node (see :mod:`skmoe.nn.fused`)."""
+        out, aux, load = fused_mixture(self, x, *self.gate.scores(x))
+        balancing = self.load_balancing_coef or self.router_z_loss_coef
+        self.__dict__["aux_loss"] = aux if balancing else None
+        self.usage_sum.add_(load.to(self.usage_sum.dtype))
+        self.usage_rows.add_(x.shape[0])
         return out
 
     def _dense_is_cheaper(self, n_rows, routing):
@@ -155,59 +173,21 @@ class MixtureOfExperts(nn.Module):
         self.usage_rows.add_(n_rows)
 
     def _dispatch(self, x, routing):
-        n_rows, k = routing.indices.shape
-        n_experts = self.n_experts
-        device = x.device
-        # Assignment a = row * k + j sends row a // k to expert flat_expert[a].
-        flat_expert = routing.indices.reshape(-1)
-        order = torch.argsort(flat_expert, stable=True)  # assignments by expert
-        expert_sorted = flat_expert.index_select(0, order)
-        counts = torch.bincount(flat_expert, minlength=n_experts)
-        starts = torch.cumsum(counts, 0) - counts
-        position = torch.arange(order.numel(), device=device).sub_(
-            starts.index_select(0, expert_sorted)
-        )
-        tiers = capacity_tiers(counts.tolist(), self.min_tier_savings)
-        capacity = tiers.capacity
-        slot_sorted = torch.add(position, expert_sorted, alpha=capacity)
-        n_slots = n_experts * capacity
-        if tiers.overflow_experts:
-            # Rows beyond the capacity go to an overflow buffer shared by the few
-            # experts that receive them, so rare crowded experts do not pad every
-            # other expert's block.
-            overflow = torch.tensor(tiers.overflow_experts, device=device)
-            rank = torch.full((n_experts,), -1, dtype=order.dtype, device=device)
-            rank[overflow] = torch.arange(len(tiers.overflow_experts), device=device)
-            overflow_slot = (
-                n_slots
-                + rank[expert_sorted] * tiers.overflow_capacity
-                + (position - capacity)
-            )
-            slot_sorted = torch.where(position < capacity, slot_sorted, overflow_slot)
-            n_slots += overflow.numel() * tiers.overflow_capacity
-        # Which row fills each buffer slot; unused slots read row 0, and since their
-        # outputs are never picked they get no gradient.
-        source = torch.zeros(n_slots, dtype=order.dtype, device=device)
-        row_sorted = order if k == 1 else torch.div(order, k, rounding_mode="floor")
-        source.index_copy_(0, slot_sorted, row_sorted)
-        # The slot of each assignment, in the rows' own order.
-        slot = torch.empty_like(order).index_copy_(0, order, slot_sorted)
-        rows = x.index_select(0, source)
+        plan = plan_dispatch(routing.indices, self.n_experts, self.min_tier_savings)
+        rows = plan.fill(x)
+        n_experts, capacity, width = self.n_experts, plan.capacity, x.shape[1]
         main = n_experts * capacity
-        width = x.shape[1]
-        blocks = []
-        if capacity:
-            blocks.append(self.experts(rows[:main].view(n_experts, capacity, width)))
-        if tiers.overflow_experts:
-            extra = rows[main:].view(-1, tiers.overflow_capacity, width)
-            blocks.append(self.experts(extra, overflow))
+        blocks = [self.experts(rows[:main].view(n_experts, capacity, width))]
+        if plan.overflow_experts is not None:
+            extra = rows[main:].view(-1, plan.overflow_capacity, width)
+            blocks.append(self.experts(extra, plan.overflow_experts))
         expert_out = [b.reshape(-1, b.shape[-1]) for b in blocks]
         expert_out = expert_out[0] if len(blocks) == 1 else torch.cat(expert_out)
-        picked = expert_out.index_select(0, slot)
+        picked = expert_out.index_select(0, plan.slot)
+        n_rows, k = routing.indices.shape
         if k == 1:
             return picked * routing.weights
-        picked = picked.view(n_rows, k, -1)
-        return (picked * routing.weights.unsqueeze(-1)).sum(1)
+        return (picked.view(n_rows, k, -1) * routing.weights.unsqueeze(-1)).sum(1)
 
     def gate_weights(self, x):
         """Combination weights ``(batch, n_experts)``; rows sum to one.
@@ -231,6 +211,16 @@ class MixtureOfExperts(nn.Module):
             Sums to one once any row was seen; all zeros before.
         """
         return self.usage_sum / self.usage_rows.clamp(min=1)
+
+
+def _fusable(x):
+    """Whether the fused training pass applies: grad on, a batch, no autocast."""
+    if not torch.is_grad_enabled() or x.ndim != 2 or x.shape[0] == 0:
+        return False
+    device_type = x.device.type
+    return device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(
+        device_type
+    )
 
 
 def auxiliary_loss(module):
@@ -303,59 +293,3 @@ def collect_aux_losses(modules):
             total = stored if total is None else total + stored
             sub.__dict__["aux_loss"] = None
     return total
-
-
-class CapacityTiers(NamedTuple):
-    """How dispatched rows are laid out: a block per expert, plus an overflow.
-
-    Every expert gets ``capacity`` slots; the experts listed in ``overflow_experts``
-    get ``overflow_capacity`` more each, in a second buffer.
-    """
-
-    capacity: int
-    overflow_experts: tuple
-    overflow_capacity: int
-
-
-def capacity_tiers(counts, min_savings=TIER_MIN_SAVED_SLOTS):
-    """Choose the buffer layout that pads the fewest slots for these expert loads.
-
-    One block per expert of the largest load pads every expert to the busiest one's
-    size. With an overflow buffer, every expert's block holds ``capacity`` rows and
-    the few busier experts put the rest in blocks of their own. The capacity that
-    minimises the total number of slots is taken, provided it saves at least
-    ``min_savings`` slots (the overflow costs a few more operations).
-
-    Parameters
-    ----------
-    counts : list of int
-        Rows routed to each expert.
-    min_savings : int
-        Slots the overflow buffer must save to be used.
-
-    Returns
-    -------
-    CapacityTiers
-
-    Examples
-    --------
-    >>> capacity_tiers([40, 3, 2, 5, 4, 1, 2, 3], min_savings=64)
-    CapacityTiers(capacity=5, overflow_experts=(0,), overflow_capacity=35)
-    >>> capacity_tiers([4, 3, 5, 4], min_savings=64)
-    CapacityTiers(capacity=5, overflow_experts=(), overflow_capacity=0)
-    """
-    n_experts = len(counts)
-    loads = sorted(counts, reverse=True)
-    largest = loads[0]
-    best_slots, best_capacity = n_experts * largest, largest
-    for n_busier in range(1, n_experts):
-        capacity = loads[n_busier]
-        if capacity == loads[n_busier - 1]:
-            continue  # ties: the busier experts start further down
-        slots = n_experts * capacity + n_busier * (largest - capacity)
-        if slots < best_slots:
-            best_slots, best_capacity = slots, capacity
-    if n_experts * largest - best_slots < max(min_savings, 1):
-        return CapacityTiers(largest, (), 0)
-    busier = tuple(e for e, count in enumerate(counts) if count > best_capacity)
-    return CapacityTiers(best_capacity, busier, largest - best_capacity)

@@ -1,0 +1,484 @@
+"""A mixture layer's training step from router logits to output, as one autograd node.
+
+Composed of tensor operations, a mixture layer's training forward pass records some
+thirty autograd nodes: the routing softmax and top-k, the straight-through weight, the
+balancing losses, the dispatch gathers, every expert layer and activation, and the
+weighted sum. At tabular batch sizes each node's bookkeeping costs about as much as
+its arithmetic, and running so many different code paths per step is itself slow.
+:func:`fused_mixture` computes the same values, and the same first-order gradients,
+in one node whose backward pass is written out:
+
+* the experts' gradients are the batched products' adjoints, the activations'
+  derivatives taken from their saved outputs, and the dispatch gathers' adjoints as
+  scatters (every slot holds at most one (row, choice) pair, so a copy suffices);
+* the routing gradient is the softmax's Jacobian applied to the gradients reaching
+  the router probabilities: from the straight-through weight of top-1 routing, from
+  the dense weights, and from the load-balancing loss (``scale * counts / batch`` on
+  every row); top-k weights pass theirs through their own softmax to the chosen
+  scores;
+* the router z-loss adds ``2 * scale * lse * probs`` to the logits' gradient, the
+  log-sum-exp being ``max(logits) - log(max(probs))``.
+
+Equality with the composed layer, in values and gradients, is tested for every
+routing, activation and depth. The backward pass is not itself differentiable (it
+says so rather than return a wrong second derivative): set ``fused_training = False``
+on a layer for double backward.
+"""
+
+import torch
+from torch.nn import functional as F
+
+from .dispatch import plan_dispatch
+from .experts import ACTIVATIONS_IN_PLACE, mix_experts
+from .gates import SWITCH_JITTER
+from .rowwise import softmax_rows
+
+
+def _relu_grad(grad, output):
+    return torch.ops.aten.threshold_backward(grad, output, 0)
+
+
+def _identity_grad(grad, output):
+    return grad
+
+
+# Derivative of each activation from its output, as torch's own backward kernels.
+ACTIVATION_GRADS = {
+    "relu": _relu_grad,
+    "tanh": torch.ops.aten.tanh_backward,
+    "logistic": torch.ops.aten.sigmoid_backward,
+    "identity": _identity_grad,
+}
+
+
+def fused_mixture(layer, x, logits, scores=None):
+    """A :class:`~skmoe.nn.MixtureOfExperts` training forward pass in one node.
+
+    Parameters
+    ----------
+    layer : MixtureOfExperts
+        Supplies the experts, ``top_k``, the balancing weights and the dispatch
+        thresholds.
+    x : torch.Tensor of shape (batch, in_features)
+        The rows.
+    logits : torch.Tensor of shape (batch, n_experts)
+        Router logits (:meth:`~skmoe.nn.Gate.scores`).
+    scores : torch.Tensor of shape (batch, n_experts) or None, default=None
+        Noisy scores to choose the experts by; ``None`` chooses by ``logits``.
+
+    Returns
+    -------
+    out : torch.Tensor of shape (batch, out_features)
+    aux_loss : torch.Tensor
+        The weighted balancing losses (a scalar, at least float32).
+    load : torch.Tensor of shape (n_experts,)
+        The combination weight each expert received over the batch (no gradient).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skmoe.nn import MixtureOfExperts
+    >>> layer = MixtureOfExperts(4, 2, n_experts=3, top_k=1).train()
+    >>> x = torch.randn(6, 4)
+    >>> out, aux, load = fused_mixture(layer, x, layer.gate.router(x))
+    >>> out.shape, aux.ndim, float(load.sum())
+    (torch.Size([6, 2]), 0, 6.0)
+    """
+    config = mixture_config(layer)
+    bank = layer.experts
+    return _FusedMixture.apply(x, logits, scores, config, *bank.weights, *bank.biases)
+
+
+def mixture_config(layer):
+    """The settings of ``layer`` that :func:`mixture_forward` needs, as a tuple."""
+    gate = layer.gate
+    k = gate.top_k
+    if k == gate.n_experts and gate.gating != "noisy":
+        k = None  # every expert kept: dense routing, as the gate itself does
+    return (
+        k,
+        float(layer.load_balancing_coef),
+        float(layer.router_z_loss_coef),
+        layer.experts.activation,
+        layer.min_dispatch_savings,
+        layer.min_tier_savings,
+    )
+
+
+class MixtureState:
+    """What :func:`mixture_backward` needs from :func:`mixture_forward`."""
+
+    __slots__ = (
+        "blocks",
+        "config",
+        "counts",
+        "indices",
+        "lse",
+        "mix_weights",
+        "params",
+        "picked",
+        "plan",
+        "probs",
+        "scales",
+        "weights",
+    )
+
+
+def mixture_forward(x, logits, scores, config, params):
+    """Routing, balancing losses, dispatch, experts and mixing, without autograd.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (batch, in_features)
+    logits : torch.Tensor of shape (batch, n_experts)
+    scores : torch.Tensor of shape (batch, n_experts) or None
+    config : tuple
+        From :func:`mixture_config`.
+    params : sequence of torch.Tensor
+        The expert bank's weights, then its biases.
+
+    Returns
+    -------
+    out, aux_loss, load : torch.Tensor
+        As :func:`fused_mixture` returns them.
+    state : MixtureState
+        For :func:`mixture_backward`.
+    """
+    k, lb_coef, z_coef, activation, min_dispatch, min_tiers = config
+    n_rows, n_experts = logits.shape
+    probs = softmax_rows(logits)
+    if k is None:
+        top_logit, top = logits.max(dim=1, keepdim=True)
+        indices, weights, chosen = None, probs, top
+    else:
+        by = logits if scores is None else scores
+        if k == 1:
+            # The straight-through weight is exactly 1: ``weights`` stays None.
+            top_scores, indices = by.max(dim=1, keepdim=True)
+            weights = None
+        else:
+            top_scores, indices = by.topk(k, dim=1)
+            weights = softmax_rows(top_scores)
+        if scores is None:  # topk sorts: the first choice is the arg-max
+            top_logit, top = top_scores[:, :1], indices[:, :1]
+        else:
+            top_logit, top = logits.max(dim=1, keepdim=True)
+        chosen = indices
+    dispatch = k is not None and n_rows * (n_experts - k) >= min_dispatch
+    plan = plan_dispatch(indices, n_experts, min_tiers) if dispatch else None
+    mix_weights = weights
+    if k is not None and plan is None:
+        ones = logits.new_ones(()).expand(n_rows, 1) if k == 1 else weights
+        mix_weights = torch.zeros_like(probs).scatter(1, indices, ones)
+    out, blocks, picked = _run_experts(x, mix_weights, plan, activation, params)
+
+    # Balancing losses, accumulated in float32 at least.
+    acc = torch.promote_types(probs.dtype, torch.float32)
+    aux = counts = lse = None
+    balance_scale = z_scale = 0.0
+    if lb_coef:
+        counts = plan.counts if plan is not None else None
+        if counts is None:
+            counts = torch.bincount(chosen.reshape(-1), minlength=n_experts)
+        counts = counts.to(acc)
+        balance_scale = lb_coef * n_experts / chosen.numel()
+        aux = torch.dot(counts, probs.mean(0, dtype=acc)).mul_(balance_scale)
+    if z_coef:
+        z_scale = z_coef / n_rows
+        lse = top_logit.to(acc) - probs.gather(1, top).to(acc).log_()
+        flat = lse.view(-1)
+        z = torch.dot(flat, flat)
+        aux = z.mul_(z_scale) if aux is None else aux.add_(z, alpha=z_scale)
+    if aux is None:
+        aux = logits.new_zeros((), dtype=acc)
+
+    # The combination weight each expert received, for the usage statistics.
+    if k is None:
+        load = probs.sum(0)
+    elif k == 1:
+        load = plan.counts if plan is not None else None
+        if load is None:
+            load = torch.bincount(indices.view(-1), minlength=n_experts)
+        load = load.to(probs.dtype)
+    else:
+        load = probs.new_zeros(n_experts).index_add_(
+            0, indices.reshape(-1), weights.reshape(-1)
+        )
+
+    state = MixtureState()
+    state.config, state.plan, state.blocks, state.params = config, plan, blocks, params
+    state.indices, state.counts, state.lse = indices, counts, lse
+    state.scales = (balance_scale, z_scale)
+    state.probs, state.weights, state.mix_weights = probs, weights, mix_weights
+    state.picked = picked
+    return out, aux, load, state
+
+
+def mixture_backward(state, grad_out, grad_aux, need_x=False, scores_given=False):
+    """Gradients of :func:`mixture_forward`'s inputs.
+
+    Parameters
+    ----------
+    state : MixtureState
+    grad_out : torch.Tensor of shape (batch, out_features)
+    grad_aux : torch.Tensor
+        A scalar: the gradient reaching the balancing loss.
+    need_x : bool, default=False
+        Whether to compute the input's gradient.
+    scores_given : bool, default=False
+        Whether the experts were chosen by separate ``scores`` (their gradient is
+        then returned apart from the logits').
+
+    Returns
+    -------
+    grad_x, grad_logits, grad_scores : torch.Tensor or None
+    param_grads : tuple of torch.Tensor
+        In the order of ``params``.
+    """
+    probs, weights = state.probs, state.weights
+    k = state.config[0]
+    plan, indices = state.plan, state.indices
+    grad_x, grad_mix, param_grads = _experts_backward(state, grad_out, need_x)
+
+    # Gradients reaching the router probabilities and the choosing scores.
+    grad_probs = grad_scores = None
+    if k is None:
+        grad_probs = grad_mix
+    else:
+        grad_w = grad_mix if plan is not None else grad_mix.gather(1, indices)
+        if k == 1:
+            grad_probs = torch.zeros_like(probs).scatter_(1, indices, grad_w)
+        else:
+            dot = (grad_w * weights).sum(1, keepdim=True)
+            grad_top = weights * (grad_w - dot)
+            grad_scores = torch.zeros_like(probs).scatter_(1, indices, grad_top)
+    balance_scale, z_scale = state.scales
+    if state.counts is not None:
+        row = state.counts * (grad_aux * (balance_scale / probs.shape[0]))
+        row = row.to(probs.dtype)
+        grad_probs = row.expand_as(probs) if grad_probs is None else grad_probs + row
+    if grad_probs is not None:
+        dot = (grad_probs * probs).sum(1, keepdim=True)
+        grad_logits = probs * (grad_probs - dot)
+    else:
+        grad_logits = torch.zeros_like(probs)
+    if state.lse is not None:
+        scale = (2.0 * z_scale) * grad_aux
+        grad_logits = grad_logits.addcmul_((state.lse * scale).to(probs.dtype), probs)
+    if grad_scores is not None and not scores_given:
+        grad_logits = grad_logits.add_(grad_scores)  # chosen by the logits
+        grad_scores = None
+    return grad_x, grad_logits, grad_scores, param_grads
+
+
+class _FusedMixture(torch.autograd.Function):
+    """:func:`mixture_forward` and :func:`mixture_backward` as an autograd node."""
+
+    @staticmethod
+    def forward(ctx, x, logits, scores, config, *params):
+        out, aux, load, state = mixture_forward(x, logits, scores, config, params)
+        ctx.mark_non_differentiable(load)
+        ctx.state, ctx.scores_given = state, scores is not None
+        ctx.save_for_backward(*params)  # in-place changes before backward are caught
+        return out, aux, load
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_aux, _grad_load):
+        if torch.is_grad_enabled():  # backward(create_graph=True)
+            raise RuntimeError(
+                "The fused training pass of MixtureOfExperts has no second "
+                "derivative. Set fused_training = False on the layer to build the "
+                "pass from tensor operations, which double backward can follow."
+            )
+        ctx.saved_tensors  # noqa: B018 (checks the parameters were not modified)
+        grad_x, grad_logits, grad_scores, param_grads = mixture_backward(
+            ctx.state,
+            grad_out,
+            grad_aux,
+            need_x=ctx.needs_input_grad[0],
+            scores_given=ctx.scores_given,
+        )
+        return (grad_x, grad_logits, grad_scores, None, *param_grads)
+
+
+def _run_experts(x, weights, plan, activation, params):
+    """Expert outputs mixed by ``weights`` (``None``: top-1, all ones).
+
+    Returns the output, each block's layer inputs ``(acts, experts)`` and the
+    unmixed expert outputs the mixing gradient needs.
+    """
+    n_layers = len(params) // 2
+    layer_w, layer_b = params[:n_layers], params[n_layers:]
+    act = ACTIVATIONS_IN_PLACE[activation]
+    n_experts = layer_w[0].shape[0]
+    width = x.shape[1]
+    if plan is None:
+        inputs = [(x.expand(n_experts, *x.shape), None)]
+    else:
+        rows = plan.fill(x)
+        main = n_experts * plan.capacity
+        inputs = [(rows[:main].view(n_experts, plan.capacity, width), None)]
+        if plan.overflow_experts is not None:
+            extra = rows[main:].view(-1, plan.overflow_capacity, width)
+            inputs.append((extra, plan.overflow_experts))
+    blocks, outs = [], []
+    for block_in, experts in inputs:
+        ws, bs = _chosen(layer_w, experts), _chosen(layer_b, experts)
+        acts = [block_in]
+        h = torch.baddbmm(bs[0].unsqueeze(1), block_in, ws[0])
+        for w, b in zip(ws[1:], bs[1:], strict=True):
+            h = act(h)
+            acts.append(h)
+            h = torch.baddbmm(b.unsqueeze(1), h, w)
+        blocks.append((acts, experts))
+        outs.append(h)
+    if plan is None:
+        picked = outs[0]  # (n_experts, batch, out)
+        return mix_experts(weights, picked), blocks, picked
+    flat = [o.reshape(-1, o.shape[-1]) for o in outs]
+    flat = flat[0] if len(flat) == 1 else torch.cat(flat)
+    picked = flat.index_select(0, plan.slot)  # (batch * k, out)
+    if weights is None:
+        return picked, blocks, picked
+    n_rows, k = weights.shape
+    out = (picked.view(n_rows, k, -1) * weights.unsqueeze(-1)).sum(1)
+    return out, blocks, picked
+
+
+def _experts_backward(state, grad_out, need_x):
+    """Gradients of the input, the mixing weights and the expert parameters."""
+    params, weights, picked = state.params, state.mix_weights, state.picked
+    n_layers = len(params) // 2
+    layer_w = params[:n_layers]
+    plan = state.plan
+    if plan is None:
+        grad_mix = (picked * grad_out.unsqueeze(0)).sum(-1).t()
+        block_grads = [grad_out.unsqueeze(0) * weights.t().unsqueeze(-1)]
+    else:
+        if weights is None:  # top-1: every weight is 1
+            grad_picked = grad_out
+            grad_mix = (grad_out * picked).sum(1, keepdim=True)
+        else:
+            n_rows, k = weights.shape
+            g = grad_out.unsqueeze(1)
+            grad_picked = (g * weights.unsqueeze(-1)).reshape(n_rows * k, -1)
+            grad_mix = (g * picked.view(n_rows, k, -1)).sum(-1)
+        width = grad_out.shape[1]
+        grad_flat = grad_out.new_zeros(plan.n_slots, width)
+        grad_flat.index_copy_(0, plan.slot, grad_picked)
+        block_grads, start = [], 0
+        for acts, _ in state.blocks:
+            groups, rows = acts[0].shape[:2]
+            block = grad_flat[start : start + groups * rows]
+            block_grads.append(block.view(groups, rows, width))
+            start += groups * rows
+    activation_grad = ACTIVATION_GRADS[state.config[3]]
+    grad_w = [None] * n_layers
+    grad_b = [None] * n_layers
+    input_grads = []
+    for (acts, experts), g in zip(state.blocks, block_grads, strict=True):
+        ws = _chosen(layer_w, experts)
+        for layer in reversed(range(n_layers)):
+            like = layer_w[layer]
+            gw = torch.bmm(acts[layer].transpose(1, 2), g)
+            grad_w[layer] = _accumulate(grad_w[layer], gw, experts, like)
+            grad_b[layer] = _accumulate(grad_b[layer], g.sum(1), experts, like)
+            if layer > 0:
+                g = torch.bmm(g, ws[layer].transpose(1, 2))
+                g = activation_grad(g, acts[layer])
+            elif need_x:
+                input_grads.append(torch.bmm(g, ws[0].transpose(1, 2)))
+    grad_x = None
+    if need_x:
+        if plan is None:
+            grad_x = input_grads[0].sum(0)
+        else:
+            flat = [g.reshape(-1, g.shape[-1]) for g in input_grads]
+            flat = flat[0] if len(flat) == 1 else torch.cat(flat)
+            per_choice = flat.index_select(0, plan.slot)  # (batch * k, in)
+            grad_x = per_choice.view(grad_out.shape[0], -1, flat.shape[1]).sum(1)
+    return grad_x, grad_mix, (*grad_w, *grad_b)
+
+
+def _chosen(tensors, experts):
+    if experts is None:
+        return tensors
+    return [t.index_select(0, experts) for t in tensors]
+
+
+def _accumulate(total, grad, experts, like):
+    """Add a block's parameter gradient to the running total of the whole bank."""
+    if experts is None:
+        return grad if total is None else total.add_(grad)
+    if total is None:
+        total = grad.new_zeros((like.shape[0], *grad.shape[1:]))
+    return total.index_add_(0, experts, grad)
+
+
+def gate_scores_forward(gate, x):
+    """:meth:`Gate.scores <skmoe.nn.Gate.scores>` without autograd.
+
+    Draws the same random numbers, in the same order, as the gate does.
+
+    Parameters
+    ----------
+    gate : Gate
+    x : torch.Tensor of shape (batch, in_features)
+
+    Returns
+    -------
+    logits, scores : torch.Tensor
+        As :meth:`Gate.scores <skmoe.nn.Gate.scores>` returns them.
+    state : tuple
+        For :func:`gate_scores_backward`.
+    """
+    router = gate.router
+    x_in = x
+    if gate.gating == "switch" and gate.training:
+        jitter = torch.empty_like(x).uniform_(1 - SWITCH_JITTER, 1 + SWITCH_JITTER)
+        x_in = x * jitter
+    logits = torch.addmm(router.bias, x_in, router.weight.t())
+    if gate.noise is not None and gate.training and gate.top_k is not None:
+        pre = torch.addmm(gate.noise.bias, x, gate.noise.weight.t())
+        noise = torch.randn_like(logits)
+        scores = logits + noise * F.softplus(pre)
+        return logits, scores, (x_in, (x, pre, noise))
+    return logits, None, (x_in, None)
+
+
+def gate_scores_backward(gate, state, grad_logits, grad_scores):
+    """Gradients of the gate's parameters from those of its logits and scores.
+
+    Parameters
+    ----------
+    gate : Gate
+    state : tuple
+        From :func:`gate_scores_forward`.
+    grad_logits : torch.Tensor of shape (batch, n_experts)
+    grad_scores : torch.Tensor of shape (batch, n_experts) or None
+
+    Returns
+    -------
+    list of (torch.nn.Parameter, torch.Tensor or None)
+        Each parameter with its gradient; ``None`` where it got none (the noise
+        of top-1 routing, which only chooses).
+    """
+    x_in, noisy = state
+    router = gate.router
+    if grad_scores is not None:
+        grad_logits = grad_logits + grad_scores  # the scores add noise to logits
+    grads = [
+        (router.weight, grad_logits.t().mm(x_in)),
+        (router.bias, grad_logits.sum(0)),
+    ]
+    if noisy is not None:
+        x, pre, noise = noisy
+        if grad_scores is None:
+            grads += [(gate.noise.weight, None), (gate.noise.bias, None)]
+        else:
+            grad_pre = torch.ops.aten.softplus_backward(grad_scores * noise, pre, 1, 20)
+            grads += [
+                (gate.noise.weight, grad_pre.t().mm(x)),
+                (gate.noise.bias, grad_pre.sum(0)),
+            ]
+    return grads
