@@ -17,7 +17,12 @@ from skmoe.nn import (
 )
 from skmoe.nn.dispatch import capacity_tiers
 from skmoe.nn.experts import mix_experts
-from skmoe.nn.rowwise import cross_entropy_rows, softmax_rows
+from skmoe.nn.rowwise import (
+    cross_entropy_rows,
+    log_softmax_rows,
+    softmax_rows,
+    top_k_rows,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -254,6 +259,24 @@ def test_fused_balancing_loss_passes_gradcheck_and_is_none_without_weights():
     assert balancing_loss(routing, 0.0, 0.0) is None
 
 
+@pytest.mark.parametrize(
+    ("shape", "k"),
+    [((5, 4), 2), ((256, 8), 3), ((256, 16), 2), ((100, 64), 2), ((40, 64), 8)],
+)
+def test_top_k_rows_matches_topk_in_values_indices_and_gradients(shape, k):
+    x = torch.randn(*shape, dtype=torch.float64)
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    (values, indices), (expected, expected_indices) = top_k_rows(a, k), b.topk(k, 1)
+    torch.testing.assert_close(values, expected)
+    assert torch.equal(indices, expected_indices)
+    weights = torch.randn_like(values)
+    (values * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    assert torch.equal(a.detach(), x)  # the caller's tensor is left alone
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "shape",
@@ -265,6 +288,7 @@ def test_row_wise_softmax_and_cross_entropy_match_torch(shape, dtype):
     targets[::3] = -1  # ignored rows
     for ours, theirs in [
         (softmax_rows, lambda t: torch.softmax(t, dim=1)),
+        (log_softmax_rows, lambda t: torch.log_softmax(t, dim=1)),
         (
             lambda t: cross_entropy_rows(t, targets, -1),
             lambda t: torch.nn.functional.cross_entropy(

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from .dispatch import plan_dispatch
 from .experts import ACTIVATIONS_IN_PLACE, mix_experts
 from .gates import SWITCH_JITTER
-from .rowwise import softmax_rows
+from .rowwise import softmax_rows, top_k_rows
 
 
 def _relu_grad(grad, output):
@@ -157,9 +157,9 @@ def mixture_forward(x, logits, scores, config, params):
             top_scores, indices = by.max(dim=1, keepdim=True)
             weights = None
         else:
-            top_scores, indices = by.topk(k, dim=1)
+            top_scores, indices = top_k_rows(by, k)
             weights = softmax_rows(top_scores)
-        if scores is None:  # topk sorts: the first choice is the arg-max
+        if scores is None:  # sorted: the first choice is the arg-max
             top_logit, top = top_scores[:, :1], indices[:, :1]
         else:
             top_logit, top = logits.max(dim=1, keepdim=True)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .rowwise import softmax_rows
+from .rowwise import softmax_rows, top_k_rows
 
 GATINGS = ("softmax", "noisy", "switch")
 SWITCH_JITTER = 1e-2
@@ -155,7 +155,7 @@ class Gate(nn.Module):
         if k == 1:
             top_scores, indices = scores.max(dim=-1, keepdim=True)
         else:
-            top_scores, indices = scores.topk(k, dim=-1)
+            top_scores, indices = top_k_rows(scores, k)
         if k == 1 and not torch.is_grad_enabled():
             weights = torch.ones_like(top_scores)  # the value the estimator below has
         elif k == 1:

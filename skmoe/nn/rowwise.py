@@ -21,6 +21,8 @@ import torch
 from torch.nn import functional as F
 
 # Measured crossovers (see the module docstring).
+# top_k_rows: k rounds of max beat torch.topk on a CPU from this many columns per k.
+TOPK_ROUNDS_MIN_COLUMNS_PER_K = 6
 NARROW_FLOAT32_WIDTH = 16
 NARROW_FLOAT64_WIDTH = 48
 SOFTMAX_MIN_ROWS = 64
@@ -116,3 +118,52 @@ def cross_entropy_rows(logits, targets, ignore_index=-100):
             reduction="none",
         ).squeeze(0)
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="none")
+
+
+def top_k_rows(x, k):
+    """The ``k`` largest values of each row and their columns, largest first.
+
+    Equal to ``x.topk(k, dim=1)`` (ties aside). On a CPU, torch's ``topk`` runs a
+    branchy partial sort per row; for a few picks among many columns, ``k`` rounds of
+    ``max`` (each masking the column just taken) are faster. Measured on the
+    benchmark machine with fresh data per call (repeating one input trains the
+    branch predictor and hides the cost): 256 x 64 with k=2, 135 µs against 45 µs;
+    4096 x 16 with k=2, 606 µs against 274 µs; below about 6 columns per pick
+    ``topk`` wins, and is used.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (batch, width)
+    k : int
+
+    Returns
+    -------
+    values : torch.Tensor of shape (batch, k)
+    indices : torch.Tensor of shape (batch, k)
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.0, 0.2, 0.4, 0.8, 0.6, 0.7, 0.5, 0.2]])
+    >>> values, indices = top_k_rows(x, 2)
+    >>> indices.tolist()
+    [[1, 7]]
+    """
+    rounds = (
+        x.device.type == "cpu"
+        and x.ndim == 2
+        and k > 1
+        and x.shape[1] >= TOPK_ROUNDS_MIN_COLUMNS_PER_K * k
+    )
+    if not rounds:
+        return x.topk(k, dim=1)
+    values, indices = [], []
+    rest = x
+    for j in range(k):
+        value, index = rest.max(dim=1, keepdim=True)
+        values.append(value)
+        indices.append(index)
+        if j + 1 < k:  # mask the column taken: out of place first, x is the caller's
+            fill = rest.scatter_ if j else rest.scatter
+            rest = fill(1, index, float("-inf"))
+    return torch.cat(values, dim=1), torch.cat(indices, dim=1)
