@@ -11,9 +11,10 @@ Four routing schemes share one module:
 
 With one expert kept per row the renormalised weight is exactly 1 and carries no
 gradient, so the router would only learn from the balancing losses. skmoe uses a
-straight-through weight ``1 + p - stop_gradient(p)`` there: its value is 1 (rows still
-sum to one) and its gradient is that of the router probability ``p``, which is the
-gradient the Switch Transformer obtains by scaling the expert output by ``p``.
+straight-through weight ``(p - stop_gradient(p)) + 1`` there: its value is exactly 1
+(rows still sum to one) and its gradient is that of the router probability ``p``,
+which is the gradient the Switch Transformer obtains by scaling the expert output by
+``p``.
 """
 
 from typing import NamedTuple
