@@ -182,7 +182,7 @@ def _targets(name, n_rows, gen):
 
 
 @pytest.mark.parametrize("objective_name", list(OBJECTIVES))
-@pytest.mark.parametrize("routing", ROUTINGS[:5] + ROUTINGS[6:7])
+@pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_closed_form_step_equals_autograd(objective_name, routing, weighted):
     objective = OBJECTIVES[objective_name]()
