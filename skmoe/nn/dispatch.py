@@ -86,6 +86,8 @@ def plan_dispatch(indices, n_experts, min_tier_savings=TIER_MIN_SAVED_SLOTS):
     >>> plan = plan_dispatch(torch.tensor([[1], [0], [1]]), n_experts=2)
     >>> plan.capacity, plan.slot.tolist(), plan.counts.tolist()
     (2, [2, 0, 3], [1, 2])
+    >>> plan.fill(torch.tensor([[10.0], [20.0], [30.0]])).view(-1).tolist()
+    [20.0, 0.0, 10.0, 30.0]
     """
     device = indices.device
     # Assignment a = row * k + j sends row a // k to expert flat_expert[a].

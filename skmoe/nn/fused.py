@@ -149,6 +149,22 @@ def mixture_forward(x, logits, scores, config, params):
         As :func:`fused_mixture` returns them.
     state : MixtureState
         For :func:`mixture_backward`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skmoe.nn import MixtureOfExperts
+    >>> layer = MixtureOfExperts(4, 2, n_experts=3, top_k=2).train()
+    >>> x = torch.randn(6, 4)
+    >>> params = (*layer.experts.weights, *layer.experts.biases)
+    >>> with torch.no_grad():
+    ...     logits = layer.gate.router(x)
+    ...     out, aux, load, state = mixture_forward(
+    ...         x, logits, None, mixture_config(layer), params
+    ...     )
+    ...     grads = mixture_backward(state, torch.ones_like(out), torch.ones(()))
+    >>> grads[1].shape, len(grads[3]) == len(params)
+    (torch.Size([6, 3]), True)
     """
     k, lb_coef, z_coef, activation, min_dispatch, min_tiers = config
     n_rows, n_experts = logits.shape
@@ -437,6 +453,19 @@ def gate_scores_forward(gate, x):
         As :meth:`Gate.scores <skmoe.nn.Gate.scores>` returns them.
     state : tuple
         For :func:`gate_scores_backward`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skmoe.nn import Gate
+    >>> gate = Gate(3, 4, top_k=2, gating="noisy").train()
+    >>> with torch.no_grad():
+    ...     logits, scores, state = gate_scores_forward(gate, torch.randn(5, 3))
+    ...     grads = gate_scores_backward(
+    ...         gate, state, torch.ones_like(logits), torch.ones_like(scores)
+    ...     )
+    >>> [tuple(g.shape) for _, g in grads]
+    [(4, 3), (4,), (4, 3), (4,)]
     """
     router = gate.router
     x_in = x

@@ -124,6 +124,16 @@ class Gate(nn.Module):
         logits : torch.Tensor of shape (batch, n_experts)
         scores : torch.Tensor of shape (batch, n_experts) or None
             ``None`` where the scores are the logits.
+
+        Examples
+        --------
+        >>> import torch
+        >>> gate = Gate(3, 4, top_k=2, gating="noisy")
+        >>> logits, scores = gate.train().scores(torch.randn(5, 3))
+        >>> logits.shape, scores.shape
+        (torch.Size([5, 4]), torch.Size([5, 4]))
+        >>> gate.eval().scores(torch.randn(5, 3))[1] is None
+        True
         """
         if self.gating == "switch" and self.training:
             jitter = torch.empty_like(x).uniform_(1 - SWITCH_JITTER, 1 + SWITCH_JITTER)
