@@ -5,7 +5,9 @@ layer (``fused_training = False``), in float64, for each routing, activation, de
 dispatch layout, and against finite differences with ``gradcheck``.
 """
 
+import gc
 import itertools
+import weakref
 
 import pytest
 import torch
@@ -150,6 +152,30 @@ def test_fused_pass_catches_parameters_changed_before_backward():
         layer.experts.weights[0].add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_fused_pass_frees_its_graph_without_the_garbage_collector(top_k):
+    gc.disable()
+    try:
+        layer = _layer(dict(top_k=top_k))
+        out = layer(torch.randn(64, 5, dtype=torch.float64))
+        (out.sum() + auxiliary_loss(layer)).backward()
+        ref = weakref.ref(out)
+        del out
+        assert ref() is None  # no reference cycle through the node's own output
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("routing", [dict(gating="switch"), dict(top_k=2)])
+def test_fused_pass_catches_rows_changed_before_backward(routing):
+    layer = _layer(routing, layout="dense")
+    x = torch.randn(16, 5, dtype=torch.float64)
+    loss = layer(x).sum() + auxiliary_loss(layer)
+    x.mul_(100.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
 
 
 # -- the engine's closed-form step ---------------------------------------------------

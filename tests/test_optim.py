@@ -115,3 +115,65 @@ def test_make_optimizer_decays_weights_only(weight_decay):
     for name, p in module.named_parameters():
         expected = 0.0 if "bias" in name else weight_decay
         assert decays[id(p)] == expected, name
+
+
+def _two_params():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(5, generator=gen))
+    b = torch.nn.Parameter(torch.randn(3, generator=gen))
+    return a, b
+
+
+def _steps(make, change, steps=8):
+    a, b = _two_params()
+    optimizer = make([{"params": [a]}])
+    for i in range(steps):
+        optimizer.zero_grad()
+        ((a**2).sum() + (b**3).sum()).backward()
+        change(i, optimizer, b)
+        optimizer.step()
+    return a.detach(), b.detach()
+
+
+def _add_group(i, optimizer, b):
+    if i == 3:
+        optimizer.add_param_group({"params": [b]})
+
+
+def _change_betas(i, optimizer, b):
+    if i == 3:
+        optimizer.param_groups[0]["betas"] = (0.5, 0.6)
+
+
+def _change_eps(i, optimizer, b):
+    if i == 3:
+        optimizer.param_groups[0]["eps"] = 1.0
+
+
+@pytest.mark.parametrize("change", [_add_group, _change_betas, _change_eps])
+def test_lean_adam_follows_added_groups_and_changed_options(change):
+    lean = _steps(lambda groups: LeanAdam(groups, lr=1e-2), change)
+    ref = _steps(lambda groups: torch.optim.Adam(groups, lr=1e-2, fused=True), change)
+    for x, y in zip(lean, ref, strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("inf_at", [None, 4])
+def test_lean_adam_steps_under_a_grad_scaler_as_fused_adam_does(inf_at):
+    def run(make):
+        a, _ = _two_params()
+        optimizer = make([a])
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        for i in range(6):
+            optimizer.zero_grad()
+            loss = (a**2).sum()
+            if i == inf_at:  # that step must be skipped
+                loss = loss * float("inf")
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return a.detach()
+
+    lean = run(lambda p: LeanAdam(p, lr=1e-2))
+    assert torch.isfinite(lean).all()
+    assert torch.equal(lean, run(lambda p: torch.optim.Adam(p, lr=1e-2, fused=True)))

@@ -17,10 +17,11 @@ class LeanAdam(torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` with a lean ``step`` for the steady state.
 
     The lean step is taken when no closure is given, every parameter of every group
-    has a gradient, and the groups' options are those of the last ordinary step. In
-    any other case (the first step, a parameter without a gradient, a changed
-    learning rate, a loaded ``state_dict``) the ordinary step runs and the lists are
-    rebuilt after it.
+    has a gradient, no ``GradScaler`` is stepping it, and the groups and their options
+    are those of the last ordinary step. In any other case (the first step, a
+    parameter without a gradient, a changed learning rate, betas or eps, an added
+    group, a loaded ``state_dict``) the ordinary step runs and the lists are rebuilt
+    after it.
 
     Parameters
     ----------
@@ -57,56 +58,53 @@ class LeanAdam(torch.optim.Adam):
         plan = []
         for group in self.param_groups:
             params = group["params"]
-            if not params:
-                continue
             if (
-                group["amsgrad"]
-                or group["maximize"]
-                or group["differentiable"]
-                or group["capturable"]
-                or group.get("decoupled_weight_decay", False)
-                or isinstance(group["lr"], torch.Tensor)
+                not _plain(group)
                 or any(p not in self.state for p in params)
-                or len({(p.device, p.dtype) for p in params}) != 1
+                or len({(p.device, p.dtype) for p in params}) > 1
             ):
                 return None
             states = [self.state[p] for p in params]
-            options = dict(
-                lr=group["lr"],
-                beta1=float(group["betas"][0]),
-                beta2=float(group["betas"][1]),
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-            )
             plan.append(
                 (
                     group,
-                    params,
+                    list(params),
                     [s["exp_avg"] for s in states],
                     [s["exp_avg_sq"] for s in states],
                     [s["step"] for s in states],
-                    options,
+                    _options(group),
+                    _key(group),
                 )
             )
         return plan
 
     def _lean_step(self, plan):
         """Run the fused update from the kept lists; False if they no longer apply."""
+        if len(plan) != len(self.param_groups):  # a group was added
+            return False
+        # A GradScaler hands the fused step its scale and inf flag as attributes.
+        if getattr(self, "grad_scale", None) is not None:
+            return False
+        if getattr(self, "found_inf", None) is not None:
+            return False
         grads_per_group = []
-        for group, params, _, _, _, options in plan:
-            if (
-                group["lr"] != options["lr"]
-                or group["weight_decay"] != options["weight_decay"]
-            ):
+        for (group, params, *_, key), current in zip(
+            plan, self.param_groups, strict=True
+        ):
+            if current is not group or len(group["params"]) != len(params):
+                return False
+            if _key(group) != key:  # an option changed
                 return False
             grads = [p.grad for p in params]
             if any(g is None for g in grads):
                 return False
             grads_per_group.append(grads)
         with torch.no_grad():
-            for (_, params, exp_avgs, exp_avg_sqs, steps, options), grads in zip(
+            for (_, params, exp_avgs, exp_avg_sqs, steps, options, _), grads in zip(
                 plan, grads_per_group, strict=True
             ):
+                if not params:
+                    continue
                 torch._foreach_add_(steps, 1)
                 torch._fused_adam_(
                     params,
@@ -125,12 +123,50 @@ class LeanAdam(torch.optim.Adam):
 
     def zero_grad(self, set_to_none=True):
         """Drop the gradients (or zero them with ``set_to_none=False``)."""
-        if not set_to_none or self._lean_plan is None:
+        if not set_to_none:
             super().zero_grad(set_to_none)
             return
-        for _, params, *_ in self._lean_plan:
-            for p in params:
+        for group in self.param_groups:
+            for p in group["params"]:
                 p.grad = None
+
+
+def _plain(group):
+    """Whether the group uses none of the options the lean step leaves out."""
+    return not (
+        group["amsgrad"]
+        or group["maximize"]
+        or group["differentiable"]
+        or group["capturable"]
+        or group.get("decoupled_weight_decay", False)
+        or isinstance(group["lr"], torch.Tensor)
+    )
+
+
+def _key(group):
+    """Every option of a group that the lean step depends on, to detect changes."""
+    return (
+        group["lr"],
+        group["betas"],
+        group["eps"],
+        group["weight_decay"],
+        group["amsgrad"],
+        group["maximize"],
+        group["differentiable"],
+        group["capturable"],
+        group.get("decoupled_weight_decay", False),
+    )
+
+
+def _options(group):
+    """The options of a parameter group that the fused update takes."""
+    return dict(
+        lr=group["lr"],
+        beta1=float(group["betas"][0]),
+        beta2=float(group["betas"][1]),
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+    )
 
 
 def make_optimizer(module, learning_rate, weight_decay, device):

@@ -300,8 +300,13 @@ class _FusedMixture(torch.autograd.Function):
     def forward(ctx, x, logits, scores, config, *params):
         out, aux, load, state = mixture_forward(x, logits, scores, config, params)
         ctx.mark_non_differentiable(load)
+        # The rows, the parameters and the unmixed expert outputs (for top-1, the
+        # output itself) go through save_for_backward: an in-place change to any of
+        # them before backward is caught, and the node keeps no reference cycle
+        # through its own output.
+        picked, state.picked = state.picked, None
         ctx.state, ctx.scores_given = state, scores is not None
-        ctx.save_for_backward(*params)  # in-place changes before backward are caught
+        ctx.save_for_backward(x, picked, *params)
         return out, aux, load
 
     @staticmethod
@@ -312,14 +317,18 @@ class _FusedMixture(torch.autograd.Function):
                 "derivative. Set fused_training = False on the layer to build the "
                 "pass from tensor operations, which double backward can follow."
             )
-        ctx.saved_tensors  # noqa: B018 (checks the parameters were not modified)
-        grad_x, grad_logits, grad_scores, param_grads = mixture_backward(
-            ctx.state,
-            grad_out,
-            grad_aux,
-            need_x=ctx.needs_input_grad[0],
-            scores_given=ctx.scores_given,
-        )
+        state = ctx.state
+        _, state.picked, *_ = ctx.saved_tensors  # checks nothing was modified
+        try:
+            grad_x, grad_logits, grad_scores, param_grads = mixture_backward(
+                state,
+                grad_out,
+                grad_aux,
+                need_x=ctx.needs_input_grad[0],
+                scores_given=ctx.scores_given,
+            )
+        finally:
+            state.picked = None
         return (grad_x, grad_logits, grad_scores, None, *param_grads)
 
 
