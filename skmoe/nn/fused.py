@@ -32,11 +32,9 @@ second derivative): set ``fused_training = False`` on a layer for double backwar
 """
 
 import torch
-from torch.nn import functional as F
 
 from .dispatch import plan_dispatch
 from .experts import ACTIVATIONS_IN_PLACE, mix_experts
-from .gates import SWITCH_JITTER
 from .rowwise import softmax_rows, top_k_rows
 
 
@@ -447,9 +445,10 @@ def _accumulate(total, grad, experts, like):
 
 
 def gate_scores_forward(gate, x):
-    """:meth:`Gate.scores <skmoe.nn.Gate.scores>` without autograd.
+    """:meth:`Gate.scores <skmoe.nn.Gate.scores>`, with what the gradients need.
 
-    Draws the same random numbers, in the same order, as the gate does.
+    Called without autograd by the engine's closed-form step; it is the gate's own
+    computation, so it draws the same random numbers in the same order.
 
     Parameters
     ----------
@@ -476,18 +475,7 @@ def gate_scores_forward(gate, x):
     >>> [tuple(g.shape) for _, g in grads]
     [(4, 3), (4,), (4, 3), (4,)]
     """
-    router = gate.router
-    x_in = x
-    if gate.gating == "switch" and gate.training:
-        jitter = torch.empty_like(x).uniform_(1 - SWITCH_JITTER, 1 + SWITCH_JITTER)
-        x_in = x * jitter
-    logits = torch.addmm(router.bias, x_in, router.weight.t())
-    if gate.noise is not None and gate.training and gate.top_k is not None:
-        pre = torch.addmm(gate.noise.bias, x, gate.noise.weight.t())
-        noise = torch.randn_like(logits)
-        scores = logits + noise * F.softplus(pre)
-        return logits, scores, (x_in, (x, pre, noise))
-    return logits, None, (x_in, None)
+    return gate._scores_and_inputs(x)
 
 
 def gate_scores_backward(gate, state, grad_logits, grad_scores):

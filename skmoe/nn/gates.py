@@ -135,15 +135,28 @@ class Gate(nn.Module):
         >>> gate.eval().scores(torch.randn(5, 3))[1] is None
         True
         """
+        logits, scores, _ = self._scores_and_inputs(x)
+        return logits, scores
+
+    def _scores_and_inputs(self, x):
+        """:meth:`scores`, plus the tensors their gradients are computed from.
+
+        The third value, ``(router_input, noise_inputs)``, is what
+        :func:`skmoe.nn.fused.gate_scores_backward` needs: the (jittered) router
+        input, and for noisy scores the rows, the noise layer's output before the
+        softplus and the Gaussian draws.
+        """
+        router_input = x
         if self.gating == "switch" and self.training:
             jitter = torch.empty_like(x).uniform_(1 - SWITCH_JITTER, 1 + SWITCH_JITTER)
-            logits = self.router(x * jitter)
-        else:
-            logits = self.router(x)
+            router_input = x * jitter
+        logits = self.router(router_input)
         if self.noise is not None and self.training and self.top_k is not None:
-            scale = F.softplus(self.noise(x))
-            return logits, logits + torch.randn_like(logits) * scale
-        return logits, None
+            pre = self.noise(x)
+            noise = torch.randn_like(logits)
+            scores = logits + noise * F.softplus(pre)
+            return logits, scores, (router_input, (x, pre, noise))
+        return logits, None, (router_input, None)
 
     def forward(self, x):
         """Route a batch.
