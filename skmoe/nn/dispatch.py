@@ -62,6 +62,40 @@ class DispatchPlan(NamedTuple):
             x = x.unsqueeze(1).expand(-1, k, -1).reshape(-1, x.shape[1])
         return x.new_zeros(self.n_slots, x.shape[1]).index_copy(0, self.slot, x)
 
+    def split(self, flat):
+        """Views of an ``(n_slots, width)`` tensor as the buffers' blocks.
+
+        Returns
+        -------
+        list of (torch.Tensor, torch.Tensor or None)
+            The main block ``(n_experts, capacity, width)`` with ``None`` (every
+            expert), then, with an overflow buffer, its block
+            ``(n_overflow, overflow_capacity, width)`` with ``overflow_experts``.
+        """
+        n_experts, width = self.counts.numel(), flat.shape[1]
+        main = n_experts * self.capacity
+        blocks = [(flat[:main].view(n_experts, self.capacity, width), None)]
+        if self.overflow_experts is not None:
+            extra = flat[main:].view(-1, self.overflow_capacity, width)
+            blocks.append((extra, self.overflow_experts))
+        return blocks
+
+    def collect(self, blocks):
+        """Each pair's row of the blocks' outputs, in the order of ``slot``.
+
+        Parameters
+        ----------
+        blocks : list of torch.Tensor
+            Per-block outputs, shaped as :meth:`split` returns the blocks.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_rows * k, width)
+        """
+        flat = [b.reshape(-1, b.shape[-1]) for b in blocks]
+        flat = flat[0] if len(flat) == 1 else torch.cat(flat)
+        return flat.index_select(0, self.slot)
+
 
 def plan_dispatch(indices, n_experts, min_tier_savings=TIER_MIN_SAVED_SLOTS):
     """Assign each row's chosen experts to buffer slots.
@@ -86,8 +120,11 @@ def plan_dispatch(indices, n_experts, min_tier_savings=TIER_MIN_SAVED_SLOTS):
     >>> plan = plan_dispatch(torch.tensor([[1], [0], [1]]), n_experts=2)
     >>> plan.capacity, plan.slot.tolist(), plan.counts.tolist()
     (2, [2, 0, 3], [1, 2])
-    >>> plan.fill(torch.tensor([[10.0], [20.0], [30.0]])).view(-1).tolist()
+    >>> rows = plan.fill(torch.tensor([[10.0], [20.0], [30.0]]))
+    >>> rows.view(-1).tolist()
     [20.0, 0.0, 10.0, 30.0]
+    >>> plan.collect([block for block, _ in plan.split(rows)]).view(-1).tolist()
+    [10.0, 20.0, 30.0]
     """
     device = indices.device
     # Assignment a = row * k + j sends row a // k to expert flat_expert[a].

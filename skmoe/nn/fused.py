@@ -34,7 +34,7 @@ second derivative): set ``fused_training = False`` on a layer for double backwar
 import torch
 
 from .dispatch import plan_dispatch
-from .experts import ACTIVATIONS_IN_PLACE, mix_experts
+from .experts import ACTIVATIONS_IN_PLACE, mix_choices, mix_experts
 from .rowwise import softmax_rows, top_k_rows
 
 
@@ -339,17 +339,10 @@ def _run_experts(x, weights, plan, activation, params):
     n_layers = len(params) // 2
     layer_w, layer_b = params[:n_layers], params[n_layers:]
     act = ACTIVATIONS_IN_PLACE[activation]
-    n_experts = layer_w[0].shape[0]
-    width = x.shape[1]
     if plan is None:
-        inputs = [(x.expand(n_experts, *x.shape), None)]
+        inputs = [(x.expand(layer_w[0].shape[0], *x.shape), None)]
     else:
-        rows = plan.fill(x)
-        main = n_experts * plan.capacity
-        inputs = [(rows[:main].view(n_experts, plan.capacity, width), None)]
-        if plan.overflow_experts is not None:
-            extra = rows[main:].view(-1, plan.overflow_capacity, width)
-            inputs.append((extra, plan.overflow_experts))
+        inputs = plan.split(plan.fill(x))
     blocks, outs = [], []
     for block_in, experts in inputs:
         ws, bs = _chosen(layer_w, experts), _chosen(layer_b, experts)
@@ -364,14 +357,10 @@ def _run_experts(x, weights, plan, activation, params):
     if plan is None:
         picked = outs[0]  # (n_experts, batch, out)
         return mix_experts(weights, picked), blocks, picked
-    flat = [o.reshape(-1, o.shape[-1]) for o in outs]
-    flat = flat[0] if len(flat) == 1 else torch.cat(flat)
-    picked = flat.index_select(0, plan.slot)  # (batch * k, out)
+    picked = plan.collect(outs)  # (batch * k, out)
     if weights is None:
         return picked, blocks, picked
-    n_rows, k = weights.shape
-    out = (picked.view(n_rows, k, -1) * weights.unsqueeze(-1)).sum(1)
-    return out, blocks, picked
+    return mix_choices(weights, picked), blocks, picked
 
 
 def _experts_backward(state, grad_out, need_x):
@@ -392,15 +381,9 @@ def _experts_backward(state, grad_out, need_x):
             g = grad_out.unsqueeze(1)
             grad_picked = (g * weights.unsqueeze(-1)).reshape(n_rows * k, -1)
             grad_mix = (g * picked.view(n_rows, k, -1)).sum(-1)
-        width = grad_out.shape[1]
-        grad_flat = grad_out.new_zeros(plan.n_slots, width)
+        grad_flat = grad_out.new_zeros(plan.n_slots, grad_out.shape[1])
         grad_flat.index_copy_(0, plan.slot, grad_picked)
-        block_grads, start = [], 0
-        for acts, _ in state.blocks:
-            groups, rows = acts[0].shape[:2]
-            block = grad_flat[start : start + groups * rows]
-            block_grads.append(block.view(groups, rows, width))
-            start += groups * rows
+        block_grads = [block for block, _ in plan.split(grad_flat)]
     activation_grad = ACTIVATION_GRADS[state.config[3]]
     grad_w = [None] * n_layers
     grad_b = [None] * n_layers
@@ -422,10 +405,8 @@ def _experts_backward(state, grad_out, need_x):
         if plan is None:
             grad_x = input_grads[0].sum(0)
         else:
-            flat = [g.reshape(-1, g.shape[-1]) for g in input_grads]
-            flat = flat[0] if len(flat) == 1 else torch.cat(flat)
-            per_choice = flat.index_select(0, plan.slot)  # (batch * k, in)
-            grad_x = per_choice.view(grad_out.shape[0], -1, flat.shape[1]).sum(1)
+            per_choice = plan.collect(input_grads)  # (batch * k, in)
+            grad_x = per_choice.view(grad_out.shape[0], -1, per_choice.shape[1]).sum(1)
     return grad_x, grad_mix, (*grad_w, *grad_b)
 
 

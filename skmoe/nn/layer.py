@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from .dispatch import TIER_MIN_SAVED_SLOTS, plan_dispatch
-from .experts import ExpertBank, mix_experts
+from .experts import ExpertBank, mix_choices, mix_experts
 from .fused import fused_mixture
 from .gates import Gate
 from .losses import balancing_loss
@@ -174,20 +174,10 @@ class MixtureOfExperts(nn.Module):
 
     def _dispatch(self, x, routing):
         plan = plan_dispatch(routing.indices, self.n_experts, self.min_tier_savings)
-        rows = plan.fill(x)
-        n_experts, capacity, width = self.n_experts, plan.capacity, x.shape[1]
-        main = n_experts * capacity
-        blocks = [self.experts(rows[:main].view(n_experts, capacity, width))]
-        if plan.overflow_experts is not None:
-            extra = rows[main:].view(-1, plan.overflow_capacity, width)
-            blocks.append(self.experts(extra, plan.overflow_experts))
-        expert_out = [b.reshape(-1, b.shape[-1]) for b in blocks]
-        expert_out = expert_out[0] if len(blocks) == 1 else torch.cat(expert_out)
-        picked = expert_out.index_select(0, plan.slot)
-        n_rows, k = routing.indices.shape
-        if k == 1:
-            return picked * routing.weights
-        return (picked.view(n_rows, k, -1) * routing.weights.unsqueeze(-1)).sum(1)
+        outs = [
+            self.experts(rows, experts) for rows, experts in plan.split(plan.fill(x))
+        ]
+        return mix_choices(routing.weights, plan.collect(outs))
 
     def gate_weights(self, x):
         """Combination weights ``(batch, n_experts)``; rows sum to one.
