@@ -35,6 +35,7 @@ import torch
 
 from .dispatch import plan_dispatch
 from .experts import ACTIVATIONS_IN_PLACE, mix_choices, mix_experts
+from .losses import _balancing_grads, _balancing_value  # the balancing loss's maths
 from .rowwise import softmax_rows, top_k_rows
 
 
@@ -113,17 +114,15 @@ class MixtureState:
     """What :func:`mixture_backward` needs from :func:`mixture_forward`."""
 
     __slots__ = (
+        "balance",
         "blocks",
         "config",
-        "counts",
         "indices",
-        "lse",
         "mix_weights",
         "params",
         "picked",
         "plan",
         "probs",
-        "scales",
         "weights",
     )
 
@@ -192,34 +191,24 @@ def mixture_forward(x, logits, scores, config, params):
         mix_weights = torch.zeros_like(probs).scatter(1, indices, ones)
     out, blocks, picked = _run_experts(x, mix_weights, plan, activation, params)
 
-    # Balancing losses, accumulated in float32 at least.
-    acc = torch.promote_types(probs.dtype, torch.float32)
-    aux = counts = lse = None
-    balance_scale = z_scale = 0.0
-    if lb_coef:
-        counts = plan.counts if plan is not None else None
-        if counts is None:
-            counts = torch.bincount(chosen.reshape(-1), minlength=n_experts)
-        counts = counts.to(acc)
-        balance_scale = lb_coef * n_experts / chosen.numel()
-        aux = torch.dot(counts, probs.mean(0, dtype=acc)).mul_(balance_scale)
-    if z_coef:
-        z_scale = z_coef / n_rows
-        lse = top_logit.to(acc) - probs.gather(1, top).to(acc).log_()
-        flat = lse.view(-1)
-        z = torch.dot(flat, flat)
-        aux = z.mul_(z_scale) if aux is None else aux.add_(z, alpha=z_scale)
+    # Pairs per expert: the dispatch counted them; the balancing loss and top-1
+    # usage need them otherwise.
+    counts = plan.counts if plan is not None else None
+    if counts is None and (lb_coef or k == 1):
+        counts = torch.bincount(chosen.reshape(-1), minlength=n_experts)
+    aux, balance = _balancing_value(
+        probs, top_logit, top, counts, chosen.numel(), lb_coef, z_coef
+    )
     if aux is None:
-        aux = logits.new_zeros((), dtype=acc)
+        aux = logits.new_zeros(
+            (), dtype=torch.promote_types(probs.dtype, torch.float32)
+        )
 
     # The combination weight each expert received, for the usage statistics.
     if k is None:
         load = probs.sum(0)
     elif k == 1:
-        load = plan.counts if plan is not None else None
-        if load is None:
-            load = torch.bincount(indices.view(-1), minlength=n_experts)
-        load = load.to(probs.dtype)
+        load = counts.to(probs.dtype)
     else:
         load = probs.new_zeros(n_experts).index_add_(
             0, indices.reshape(-1), weights.reshape(-1)
@@ -227,8 +216,7 @@ def mixture_forward(x, logits, scores, config, params):
 
     state = MixtureState()
     state.config, state.plan, state.blocks, state.params = config, plan, blocks, params
-    state.indices, state.counts, state.lse = indices, counts, lse
-    state.scales = (balance_scale, z_scale)
+    state.indices, state.balance = indices, balance
     state.probs, state.weights, state.mix_weights = probs, weights, mix_weights
     state.picked = picked
     return out, aux, load, state
@@ -272,19 +260,16 @@ def mixture_backward(state, grad_out, grad_aux, need_x=False, scores_given=False
             dot = (grad_w * weights).sum(1, keepdim=True)
             grad_top = weights * (grad_w - dot)
             grad_scores = torch.zeros_like(probs).scatter_(1, indices, grad_top)
-    balance_scale, z_scale = state.scales
-    if state.counts is not None:
-        row = state.counts * (grad_aux * (balance_scale / probs.shape[0]))
-        row = row.to(probs.dtype)
+    row, z_grad = _balancing_grads(probs, state.balance, grad_aux)
+    if row is not None:
         grad_probs = row.expand_as(probs) if grad_probs is None else grad_probs + row
     if grad_probs is not None:
         dot = (grad_probs * probs).sum(1, keepdim=True)
         grad_logits = probs * (grad_probs - dot)
     else:
         grad_logits = torch.zeros_like(probs)
-    if state.lse is not None:
-        scale = (2.0 * z_scale) * grad_aux
-        grad_logits = grad_logits.addcmul_((state.lse * scale).to(probs.dtype), probs)
+    if z_grad is not None:
+        grad_logits = grad_logits.add_(z_grad.to(probs.dtype))
     if grad_scores is not None and not scores_given:
         grad_logits = grad_logits.add_(grad_scores)  # chosen by the logits
         grad_scores = None

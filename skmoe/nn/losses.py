@@ -1,5 +1,7 @@
 """Balancing losses that keep a router from collapsing onto a few experts."""
 
+from typing import NamedTuple
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -85,25 +87,16 @@ class _BalancingLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, probs, indices, balancing_coef, z_coef):
-        # Accumulate in float32 at least: in float16 a batch's sum of squared
-        # log-sum-exps overflows long before the mean would.
-        acc = torch.promote_types(probs.dtype, torch.float32)
-        n_rows, n_experts = probs.shape
         top_logit, top = logits.max(dim=1, keepdim=True)
-        loss = counts = lse = None
-        balance_scale = z_scale = 0.0
+        chosen = top if indices is None else indices
+        counts = None
         if balancing_coef:
-            chosen = top if indices is None else indices
-            counts = torch.bincount(chosen.reshape(-1), minlength=n_experts).to(acc)
-            balance_scale = balancing_coef * n_experts / chosen.numel()
-            loss = torch.dot(counts, probs.mean(0, dtype=acc)).mul_(balance_scale)
-        if z_coef:
-            z_scale = z_coef / max(n_rows, 1)
-            lse = top_logit.to(acc) - probs.gather(1, top).to(acc).log_()
-            z = torch.dot(lse.view(-1), lse.view(-1))  # the sum of squares
-            loss = z.mul_(z_scale) if loss is None else loss.add_(z, alpha=z_scale)
-        ctx.save_for_backward(probs, counts, lse)
-        ctx.scales = (balance_scale, z_scale)
+            counts = torch.bincount(chosen.reshape(-1), minlength=probs.shape[1])
+        loss, terms = _balancing_value(
+            probs, top_logit, top, counts, chosen.numel(), balancing_coef, z_coef
+        )
+        ctx.save_for_backward(probs, *terms.tensors)
+        ctx.scales = terms.scales
         ctx.logits_dtype = logits.dtype
         return loss
 
@@ -111,14 +104,68 @@ class _BalancingLoss(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         probs, counts, lse = ctx.saved_tensors
-        balance_scale, z_scale = ctx.scales
-        grad_logits = grad_probs = None
-        if lse is not None and ctx.needs_input_grad[0]:
-            grad_logits = ((2.0 * z_scale * grad) * lse * probs).to(ctx.logits_dtype)
-        if counts is not None and ctx.needs_input_grad[1]:
-            row_grad = (balance_scale / probs.shape[0]) * grad * counts
-            grad_probs = row_grad.to(probs.dtype).expand_as(probs)
+        terms = BalancingTerms((counts, lse), ctx.scales)
+        grad_probs_row, grad_logits = _balancing_grads(probs, terms, grad)
+        if grad_logits is not None and ctx.needs_input_grad[0]:
+            grad_logits = grad_logits.to(ctx.logits_dtype)
+        else:
+            grad_logits = None
+        grad_probs = None
+        if grad_probs_row is not None and ctx.needs_input_grad[1]:
+            grad_probs = grad_probs_row.expand_as(probs)
         return grad_logits, grad_probs, None, None, None
+
+
+class BalancingTerms(NamedTuple):
+    """What the balancing losses' gradients are computed from.
+
+    ``tensors`` holds the expert counts (or ``None`` without the load-balancing
+    loss) and each row's log-sum-exp (or ``None`` without the z-loss), both at
+    least float32; ``scales`` the two losses' weights as applied.
+    """
+
+    tensors: tuple
+    scales: tuple
+
+
+def _balancing_value(probs, top_logit, top, counts, n_choices, lb_coef, z_coef):
+    """Both weighted balancing losses, and the terms their gradients need.
+
+    ``counts`` are the (row, choice) pairs sent to each expert, ``n_choices`` their
+    total; ``top_logit`` and ``top`` each row's largest logit and its expert.
+    """
+    acc = torch.promote_types(probs.dtype, torch.float32)
+    n_rows, n_experts = probs.shape
+    loss = lse = None
+    balance_scale = z_scale = 0.0
+    if lb_coef:
+        counts = counts.to(acc)
+        balance_scale = lb_coef * n_experts / n_choices
+        loss = torch.dot(counts, probs.mean(0, dtype=acc)).mul_(balance_scale)
+    else:
+        counts = None
+    if z_coef:
+        z_scale = z_coef / max(n_rows, 1)
+        lse = top_logit.to(acc) - probs.gather(1, top).to(acc).log_()
+        flat = lse.view(-1)
+        z = torch.dot(flat, flat)  # the sum of squares
+        loss = z.mul_(z_scale) if loss is None else loss.add_(z, alpha=z_scale)
+    return loss, BalancingTerms((counts, lse), (balance_scale, z_scale))
+
+
+def _balancing_grads(probs, terms, grad):
+    """The gradient reaching ``probs`` (one row, the same for every row) and the
+    z-loss's gradient of the logits (in the accumulation dtype), from the
+    balancing loss's gradient ``grad``; each ``None`` where its loss is off.
+    """
+    (counts, lse), (balance_scale, z_scale) = terms
+    grad_probs_row = grad_logits = None
+    if counts is not None:
+        grad_probs_row = (balance_scale / probs.shape[0]) * grad * counts
+        grad_probs_row = grad_probs_row.to(probs.dtype)
+    if lse is not None:
+        grad_logits = (2.0 * z_scale * grad) * lse * probs
+    return grad_probs_row, grad_logits
 
 
 def balancing_loss(routing, load_balancing_coef=0.01, router_z_loss_coef=0.001):
