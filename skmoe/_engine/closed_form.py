@@ -87,8 +87,7 @@ class ClosedFormStep:
                 module.gate, gate_state, grad_logits, grad_scores
             ):
                 param.grad = grad
-            module.usage_sum.add_(load.to(module.usage_sum.dtype))
-            module.usage_rows.add_(x.shape[0])
+            module._add_usage(load, x.shape[0])
             return task + aux
 
 
