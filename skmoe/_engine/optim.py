@@ -10,6 +10,8 @@ for bit, which is tested); once a first ordinary step has created the state, it 
 the lists and calls the same two kernels directly while nothing has changed.
 """
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -66,14 +68,14 @@ class LeanAdam(torch.optim.Adam):
                 return None
             states = [self.state[p] for p in params]
             plan.append(
-                (
-                    group,
-                    list(params),
-                    [s["exp_avg"] for s in states],
-                    [s["exp_avg_sq"] for s in states],
-                    [s["step"] for s in states],
-                    _options(group),
-                    _key(group),
+                _GroupPlan(
+                    group=group,
+                    params=list(params),
+                    exp_avgs=[s["exp_avg"] for s in states],
+                    exp_avg_sqs=[s["exp_avg_sq"] for s in states],
+                    steps=[s["step"] for s in states],
+                    options=_options(group),
+                    key=_key(group),
                 )
             )
         return plan
@@ -88,36 +90,32 @@ class LeanAdam(torch.optim.Adam):
         if getattr(self, "found_inf", None) is not None:
             return False
         grads_per_group = []
-        for (group, params, *_, key), current in zip(
-            plan, self.param_groups, strict=True
-        ):
-            if current is not group or len(group["params"]) != len(params):
+        for kept, group in zip(plan, self.param_groups, strict=True):
+            if kept.group is not group or len(group["params"]) != len(kept.params):
                 return False
-            if _key(group) != key:  # an option changed
+            if _key(group) != kept.key:  # an option changed
                 return False
-            grads = [p.grad for p in params]
+            grads = [p.grad for p in kept.params]
             if any(g is None for g in grads):
                 return False
             grads_per_group.append(grads)
         with torch.no_grad():
-            for (_, params, exp_avgs, exp_avg_sqs, steps, options, _), grads in zip(
-                plan, grads_per_group, strict=True
-            ):
-                if not params:
+            for kept, grads in zip(plan, grads_per_group, strict=True):
+                if not kept.params:
                     continue
-                torch._foreach_add_(steps, 1)
+                torch._foreach_add_(kept.steps, 1)
                 torch._fused_adam_(
-                    params,
+                    kept.params,
                     grads,
-                    exp_avgs,
-                    exp_avg_sqs,
+                    kept.exp_avgs,
+                    kept.exp_avg_sqs,
                     [],
-                    steps,
+                    kept.steps,
                     amsgrad=False,
                     maximize=False,
                     grad_scale=None,
                     found_inf=None,
-                    **options,
+                    **kept.options,
                 )
         return True
 
@@ -129,6 +127,18 @@ class LeanAdam(torch.optim.Adam):
         for group in self.param_groups:
             for p in group["params"]:
                 p.grad = None
+
+
+class _GroupPlan(NamedTuple):
+    """One parameter group's lists for the fused kernels, and its options."""
+
+    group: dict
+    params: list
+    exp_avgs: list
+    exp_avg_sqs: list
+    steps: list
+    options: dict  # the kernel's keyword arguments
+    key: tuple  # see _key
 
 
 def _plain(group):
