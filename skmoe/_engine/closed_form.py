@@ -42,7 +42,6 @@ class ClosedFormStep:
         bank = module.experts
         self.bank_params = (*bank.weights, *bank.biases)
         self.config = mixture_config(module)
-        self._one = None
 
     def __call__(self, x, y, weights, batch_weight):
         """Set every parameter's ``.grad`` for the batch; return its loss.
@@ -75,11 +74,8 @@ class ClosedFormStep:
                 scale = weights / batch_weight
                 task = torch.dot(row_loss, scale)
                 grad_out = row_grad.mul_(scale.unsqueeze(1))
-            one = self._one
-            if one is None or one.dtype != aux.dtype or one.device != aux.device:
-                one = self._one = torch.ones((), dtype=aux.dtype, device=aux.device)
             _, grad_logits, grad_scores, bank_grads = mixture_backward(
-                state, grad_out, one, scores_given=scores is not None
+                state, grad_out, aux.new_ones(()), scores_given=scores is not None
             )
             for param, grad in zip(self.bank_params, bank_grads, strict=True):
                 param.grad = grad
