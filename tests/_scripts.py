@@ -15,7 +15,17 @@ def run_script(*args, timeout=300, expect_returncode=0):
     and torch's spinning OpenMP threads slow down many times over when the cores are
     oversubscribed. Returns the completed process once its exit code is as expected.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # The checkout's own skmoe comes first, installed or not, so that a script tests
+    # the code beside it rather than whatever copy the environment holds.
+    pythonpath = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONPATH": pythonpath,
+    }
     completed = subprocess.run(
         [sys.executable, *map(str, args)],
         cwd=ROOT,
