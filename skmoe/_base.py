@@ -6,6 +6,7 @@ module (single- or multi-gate).
 """
 
 import copy
+import types
 import warnings
 from numbers import Integral, Real
 
@@ -73,8 +74,43 @@ class BaseMixtureOfExperts(BaseEstimator):
         "load_balancing_coef": [Interval(Real, 0, None, closed="left")],
         "router_z_loss_coef": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
-        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "n_threads": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+            None,
+        ],
     }
+
+    # Parameters that decide the network's structure: a warm start cannot honour a
+    # change to them, so it is refused (see ``_check_network_unchanged``).
+    _network_params: tuple = (
+        "n_experts",
+        "top_k",
+        "gating",
+        "expert_hidden_layer_sizes",
+        "activation",
+    )
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # An inherited __init__ would name the class that defines it in Python's own
+        # errors ("SingleGateMoE.__init__() got an unexpected keyword argument");
+        # each estimator gets a copy under its own name instead.
+        init = cls.__dict__.get("__init__") or cls.__init__
+        if "__init__" in cls.__dict__ or not isinstance(init, types.FunctionType):
+            return
+        qualname = f"{cls.__qualname__}.__init__"
+        code = init.__code__
+        if hasattr(code, "co_qualname"):  # Python >= 3.11 reports co_qualname
+            code = code.replace(co_qualname=qualname)
+        copied = types.FunctionType(
+            code, init.__globals__, "__init__", init.__defaults__, init.__closure__
+        )
+        copied.__kwdefaults__ = init.__kwdefaults__
+        copied.__doc__ = init.__doc__
+        copied.__module__ = cls.__module__
+        copied.__qualname__ = qualname
+        cls.__init__ = copied
 
     # -- hooks for subclasses -------------------------------------------------------
     def _allows_missing_targets(self):
@@ -166,20 +202,50 @@ class BaseMixtureOfExperts(BaseEstimator):
         where there is no gate."""
         return self.n_experts, f"n_experts={self.n_experts}"
 
-    def _check_routing(self):
+    def _effective_top_k(self):
+        """How many experts each gate keeps: ``top_k`` capped at the experts it
+        chooses from, so that ``top_k >= n_experts`` uses every expert; ``None``
+        (dense) where ``top_k`` is ``None`` or there is no gate."""
         choices = self._gate_choices()
-        if choices is None:
-            return
-        n_choices, described = choices
-        if self.top_k is not None and self.top_k > n_choices:
+        if self.top_k is None or choices is None:
+            return None
+        return min(int(self.top_k), choices[0])
+
+    def _check_routing(self):
+        top_k = self._effective_top_k()
+        if self.gating == "switch" and top_k not in (None, 1):
             raise ValueError(
-                f"top_k={self.top_k} is larger than {described}; choose a smaller "
-                "top_k, or top_k=None for dense routing."
+                f"{type(self).__name__}: gating='switch' routes each row to one "
+                f"expert; got top_k={self.top_k}. Use top_k=None or top_k=1 with "
+                "switch gating."
             )
-        if self.gating == "switch" and self.top_k not in (None, 1):
+
+    def _network_signature(self):
+        """The values of the parameters that shape the network, comparable."""
+        signature = {}
+        for name in self._network_params:
+            if name.endswith("hidden_layer_sizes"):
+                signature[name] = self._hidden_sizes(name)
+            else:
+                signature[name] = getattr(self, name)
+        return signature
+
+    def _check_network_unchanged(self, action):
+        """Refuse to ``action`` when a parameter that shapes the network changed
+        since the fit that built ``module_``."""
+        fitted = getattr(self, "_fitted_network", None)
+        if fitted is None:
+            return
+        now = self._network_signature()
+        changed = [name for name in fitted if now.get(name) != fitted[name]]
+        if changed:
+            name = changed[0]
             raise ValueError(
-                "gating='switch' routes each row to one expert; got "
-                f"top_k={self.top_k}. Use top_k=None or top_k=1 with switch gating."
+                f"{type(self).__name__}: {name} changed from {fitted[name]!r} to "
+                f"{now[name]!r} since the last fit, but the fitted network was built "
+                f"with {name}={fitted[name]!r}, so it cannot {action}. Set "
+                f"{name}={fitted[name]!r} again, or fit a new network "
+                "(warm_start=False)."
             )
 
     def _check_sample_weight(self, sample_weight, X):
@@ -221,6 +287,9 @@ class BaseMixtureOfExperts(BaseEstimator):
             self._check_integer_params()
             hidden = self._hidden_sizes()
             self._check_routing()
+            if not reset:
+                what = "be trained further" if incremental else "be warm-started"
+                self._check_network_unchanged(what)
             device = resolve_device(self.device) if reset else self.device_
             X, y = self._validate_targets(X, y, reset)
             sample_weight = self._check_sample_weight(sample_weight, X)
@@ -293,6 +362,8 @@ class BaseMixtureOfExperts(BaseEstimator):
                     self._refresh_inference_module()
                 raise
         self.module_, self.device_, self._history = module, device, history
+        if reset:
+            self._fitted_network = self._network_signature()
         self._refresh_inference_module()
         self._set_fitted_attributes(history, recorder, early_stopping)
         if not incremental and not history.converged:
@@ -338,6 +409,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         return batches[0], (batches[1] if early_stopping else None)
 
     def _set_fitted_attributes(self, history, recorder, early_stopping):
+        self.top_k_ = self._effective_top_k()
         self.n_iter_ = history.n_iter
         self.loss_curve_ = list(history.loss_curve)
         self.loss_ = self.loss_curve_[-1]

@@ -42,7 +42,22 @@ class ClassificationMixin:
                 f"y has {y2d.shape[1]} outputs but the estimator was fitted with "
                 f"{self.n_outputs_}."
             )
+        elif classes is not None:
+            self._check_same_classes(classes)
         return self._label_codes.encode(y2d, missing), self._objective()
+
+    def _check_same_classes(self, classes):
+        """``classes=`` on a later ``partial_fit`` call must repeat the first one's,
+        as scikit-learn's ``SGDClassifier`` requires."""
+        given = LabelCodes.from_user(classes, self.n_outputs_).classes
+        fitted = self._label_codes.classes
+        if not all(np.array_equal(a, b) for a, b in zip(given, fitted, strict=True)):
+            shown = fitted[0] if self._y_was_1d else fitted
+            raise ValueError(
+                f"{type(self).__name__}.partial_fit: classes={classes!r} is not the "
+                f"same as the classes the model was fitted with, {shown!r}. Pass the "
+                "same classes on every call (or omit classes after the first)."
+            )
 
     def _objective(self):
         return MultiOutputCrossEntropy(
@@ -94,7 +109,8 @@ class ClassificationMixin:
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Class labels.
         classes : array-like of shape (n_classes,) or list of arrays, default=None
-            All classes of each output. Required on the first call; ignored after.
+            All classes of each output. Required on the first call; on later calls
+            it may be omitted or must equal the first call's.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights.
 

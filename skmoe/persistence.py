@@ -1,19 +1,37 @@
-"""Save and load fitted skmoe estimators without pickle.
+"""Save and load fitted skmoe estimators, and whole pipelines, without pickle.
 
 A saved model is one `safetensors <https://github.com/huggingface/safetensors>`_ file:
-the module's weights as tensors, and everything else (parameters, classes, feature
-names, target scaling, training curves, library versions, a format version) as JSON in
-the file's metadata. Loading parses JSON and raw tensors only, so a tampered file can
-make loading fail but cannot run code; the tensors' shapes are checked against the
-architecture the parameters describe before anything is allocated.
+
+- tensors: the module's weights. In a file holding several skmoe estimators (a
+  Pipeline), estimator ``i``'s tensors are named ``estimators.{i}.<name>``.
+- metadata ``"skmoe"``: JSON describing each skmoe estimator (parameters, classes,
+  feature names, target scaling, training curves), the library versions and the
+  format version.
+- metadata ``"skmoe.skops"``: for a Pipeline or another scikit-learn object, the object
+  itself in `skops <https://skops.readthedocs.io>`_ format (base64), with each skmoe
+  estimator replaced by a placeholder naming its place in the tensors.
+- metadata ``"skmoe.sha256"``: a SHA-256 over the other metadata entries and every
+  tensor's name, dtype, shape and bytes, checked before anything is built.
+
+Loading parses JSON, raw tensors and skops data only, so a tampered file can make
+loading fail but cannot run code: skops builds only types on its trusted list, and
+:func:`load` refuses a file naming any other type unless the caller trusts it. The
+tensors' shapes are checked against the architecture the parameters describe before
+any module is allocated.
 """
 
+import base64
+import copy
+import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import safetensors
 import sklearn
+import sklearn.base
+import sklearn.utils.validation
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -24,8 +42,11 @@ from ._targets import LabelCodes, TargetScaler
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _METADATA_KEY = "skmoe"
+_SKOPS_KEY = "skmoe.skops"
+_CHECKSUM_KEY = "skmoe.sha256"
+_PART_PREFIX = "estimators.{}."
 _ESTIMATORS = {
     cls.__name__: cls
     for cls in (
@@ -48,14 +69,26 @@ _HISTORY_FIELDS = (
 
 
 def save(estimator, path):
-    """Write a fitted skmoe estimator to ``path`` (a safetensors file).
+    """Write a fitted skmoe estimator, or a fitted Pipeline holding some, to ``path``.
 
     Parameters
     ----------
-    estimator : skmoe estimator
-        A fitted ``MixtureOfExperts*`` or ``MultiGateMoE*`` estimator.
+    estimator : skmoe estimator or scikit-learn estimator
+        A fitted ``MixtureOfExperts*`` or ``MultiGateMoE*`` estimator, or a fitted
+        scikit-learn object holding them (a ``Pipeline``, ``GridSearchCV``'s
+        ``best_estimator_``, ...). Anything but a bare skmoe estimator needs the
+        ``skops`` package (``pip install "skmoe[skops]"``).
     path : str or os.PathLike
-        Destination file; ``.safetensors`` is the customary suffix.
+        Destination file; ``.safetensors`` is the customary suffix. Its folder must
+        exist.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder of ``path`` does not exist; nothing is written.
+    ValueError
+        If the estimator is not fitted, or a parameter that shapes its network
+        changed since it was fitted (the file would describe another network).
 
     Notes
     -----
@@ -75,18 +108,14 @@ def save(estimator, path):
     >>> (skmoe.load(path).predict(X) == clf.predict(X)).all()
     np.True_
     """
-    name = type(estimator).__name__
-    if _ESTIMATORS.get(name) is not type(estimator):
-        raise TypeError(
-            f"skmoe.save handles skmoe estimators ({', '.join(_ESTIMATORS)}); got "
-            f"{name}."
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Cannot save to {path}: the folder {str(folder)!r} does not exist."
         )
-    if not estimator.__sklearn_is_fitted__():
-        raise ValueError(f"This {name} is not fitted yet; call fit before save.")
     document = {
         "format": "skmoe",
         "format_version": FORMAT_VERSION,
-        "estimator": name,
         "versions": {
             "skmoe": __version__,
             "torch": torch.__version__,
@@ -94,38 +123,51 @@ def save(estimator, path):
             "numpy": np.__version__,
             "safetensors": safetensors.__version__,
         },
-        "params": _params_to_json(estimator.get_params(deep=False)),
-        "fitted": _fitted_to_json(estimator),
     }
-    tensors = {
-        key: value.detach().to("cpu").contiguous()
-        for key, value in estimator.module_.state_dict().items()
-    }
-    save_file(tensors, str(path), metadata={_METADATA_KEY: json.dumps(document)})
+    metadata = {}
+    if _is_skmoe(estimator):
+        document.update(_estimator_document(estimator))
+        tensors = _module_tensors(estimator, "")
+    else:
+        skops_bytes, parts = _dump_composite(estimator)
+        document["estimators"] = [_estimator_document(part) for part in parts]
+        tensors = {}
+        for i, part in enumerate(parts):
+            tensors.update(_module_tensors(part, _PART_PREFIX.format(i)))
+        metadata[_SKOPS_KEY] = base64.b64encode(skops_bytes).decode("ascii")
+    metadata[_METADATA_KEY] = json.dumps(document)
+    metadata[_CHECKSUM_KEY] = _checksum(metadata, tensors)
+    save_file(tensors, str(path), metadata=metadata)
 
 
-def load(path, device=None):
-    """Read an estimator written by :func:`save`.
+def load(path, device=None, trusted=None):
+    """Read an estimator, or a Pipeline, written by :func:`save`.
 
     Parameters
     ----------
     path : str or os.PathLike
         A file written by :func:`save`.
     device : str, torch.device or None, default=None
-        Where to put the model. ``None`` uses the device it was fitted on when this
-        machine has it, and the CPU otherwise (a model fitted on CUDA loads on a
-        CPU-only machine).
+        Where to put the skmoe models. ``None`` uses the device each was fitted on
+        when this machine has it, and the CPU otherwise (a model fitted on CUDA loads
+        on a CPU-only machine).
+    trusted : list of str or None, default=None
+        For a file holding a Pipeline or another scikit-learn object: types, named
+        ``"module.Class"``, to build although they are not on skops' list of trusted
+        types (scikit-learn's, NumPy's and SciPy's usual ones) or skmoe's. Only list
+        types whose code you trust: building them may run it. ``None`` trusts nothing
+        more.
 
     Returns
     -------
-    estimator : skmoe estimator
-        The fitted estimator; its predictions equal the saved one's.
+    estimator : skmoe estimator or scikit-learn estimator
+        The fitted object; its predictions equal the saved one's.
 
     Raises
     ------
     ValueError
-        If the file is not a skmoe model, is truncated or tampered with, or was
-        written by a newer skmoe format.
+        If the file is not a skmoe model, is truncated, fails its checksum, names an
+        untrusted type, or was written by a newer skmoe format.
 
     Examples
     --------
@@ -144,14 +186,18 @@ def load(path, device=None):
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
             document = _read_document(metadata)
-            keys = handle.keys()
-            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in keys}
-            estimator = _rebuild(document, shapes, device)
-            state = {key: handle.get_tensor(key) for key in shapes}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        if document["format_version"] >= 2:
+            _verify_checksum(metadata, tensors)
+        if "estimators" in document:
+            return _load_composite(document, metadata, tensors, device, trusted)
+        return _load_estimator(document, tensors, device)
     except FileNotFoundError:
         raise
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{path} is not a readable skmoe model file: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     except (
         KeyError,
         TypeError,
@@ -162,18 +208,153 @@ def load(path, device=None):
         raise ValueError(
             f"{path} is not a valid skmoe model file: {type(exc).__name__}: {exc}"
         ) from None
-    try:
-        estimator.module_.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+
+
+def _is_skmoe(obj):
+    return _ESTIMATORS.get(type(obj).__name__) is type(obj)
+
+
+def _estimator_document(estimator):
+    name = type(estimator).__name__
+    if not estimator.__sklearn_is_fitted__():
+        raise ValueError(f"This {name} is not fitted yet; call fit before save.")
+    estimator._check_network_unchanged("be saved with its current parameters")
+    return {
+        "estimator": name,
+        "params": _params_to_json(estimator.get_params(deep=False)),
+        "fitted": _fitted_to_json(estimator),
+    }
+
+
+def _module_tensors(estimator, prefix):
+    return {
+        prefix + key: value.detach().to("cpu").contiguous()
+        for key, value in estimator.module_.state_dict().items()
+    }
+
+
+def _checksum(metadata, tensors):
+    """SHA-256 over the metadata entries (but the checksum) and every tensor."""
+    digest = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != _CHECKSUM_KEY:
+            digest.update(json.dumps([key, metadata[key]]).encode())
+    for key in sorted(tensors):
+        tensor = tensors[key].contiguous()
+        digest.update(json.dumps([key, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _verify_checksum(metadata, tensors):
+    if metadata.get(_CHECKSUM_KEY) != _checksum(metadata, tensors):
         raise ValueError(
-            f"{path} holds weights that do not fit the model: {exc}"
-        ) from None
+            "the file's checksum does not match its contents; it was corrupted or "
+            "edited after skmoe.save wrote it"
+        )
+
+
+def _load_estimator(document, tensors, device):
+    shapes = {key: tuple(value.shape) for key, value in tensors.items()}
+    estimator = _rebuild(document, shapes, device)
+    try:
+        estimator.module_.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"it holds weights that do not fit the model: {exc}") from None
     for tensor in estimator.module_.state_dict().values():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{path} holds non-finite weights.")
+            raise ValueError("it holds non-finite weights.")
     estimator.module_.eval()
     estimator._refresh_inference_module()
     return estimator
+
+
+# -- Pipelines and other scikit-learn objects, through skops ------------------------
+class _SavedEstimator:
+    """Stands, in the skops data, for the skmoe estimator stored as part ``index``."""
+
+    def __init__(self, index):
+        self.index = index
+
+
+_SLOT_TYPE = f"{__name__}.{_SavedEstimator.__qualname__}"
+
+
+def _skops():
+    try:
+        import skops.io
+    except ImportError:
+        raise ImportError(
+            "Saving or loading a Pipeline (or any object other than a bare skmoe "
+            "estimator) needs skops: pip install 'skmoe[skops]'."
+        ) from None
+    return skops.io
+
+
+def _reachable(obj, wanted, found=None, seen=None):
+    """The objects for which ``wanted`` holds, reachable from ``obj`` through
+    scikit-learn objects' attributes, lists, tuples and dicts, in a stable order."""
+    found = [] if found is None else found
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return found
+    seen.add(id(obj))
+    if wanted(obj):
+        found.append(obj)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _reachable(value, wanted, found, seen)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _reachable(value, wanted, found, seen)
+    elif isinstance(obj, sklearn.base.BaseEstimator):
+        _reachable(vars(obj), wanted, found, seen)
+    return found
+
+
+def _dump_composite(obj):
+    """skops bytes of ``obj`` with its skmoe estimators replaced by placeholders."""
+    if not isinstance(obj, sklearn.base.BaseEstimator):
+        raise TypeError(
+            "skmoe.save handles skmoe estimators and scikit-learn objects holding "
+            f"them (a Pipeline, for example); got {type(obj).__name__}."
+        )
+    parts = _reachable(obj, _is_skmoe)
+    if not parts:
+        raise TypeError(
+            f"skmoe.save handles skmoe estimators ({', '.join(_ESTIMATORS)}) and "
+            f"scikit-learn objects holding them; this {type(obj).__name__} holds none "
+            "(skops.io.dump saves it)."
+        )
+    sklearn.utils.validation.check_is_fitted(obj)
+    skops_io = _skops()
+    memo = {id(part): _SavedEstimator(i) for i, part in enumerate(parts)}
+    return skops_io.dumps(copy.deepcopy(obj, memo)), parts
+
+
+def _load_composite(document, metadata, tensors, device, trusted):
+    skops_io = _skops()
+    data = base64.b64decode(metadata[_SKOPS_KEY], validate=True)
+    allowed = {_SLOT_TYPE, *(trusted or ())}
+    untrusted = sorted(set(skops_io.get_untrusted_types(data=data)) - allowed)
+    if untrusted:
+        raise ValueError(
+            f"it names types that are not trusted: {untrusted}. Nothing was loaded. "
+            "If you trust the file's source and these types' code, pass "
+            f"trusted={untrusted} to skmoe.load."
+        )
+    parts = []
+    for i, part in enumerate(document["estimators"]):
+        prefix = _PART_PREFIX.format(i)
+        own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        parts.append(_load_estimator(part, own, device))
+    if sum(len(p.module_.state_dict()) for p in parts) != len(tensors):
+        raise ValueError("it holds tensors that belong to no estimator")
+    skeleton = skops_io.loads(data, trusted=sorted(allowed))
+    slots = _reachable(skeleton, lambda o: isinstance(o, _SavedEstimator))
+    if sorted(slot.index for slot in slots) != list(range(len(parts))):
+        raise ValueError("its placeholders do not match the estimators it holds")
+    return copy.deepcopy(skeleton, {id(slot): parts[slot.index] for slot in slots})
 
 
 def _read_document(metadata):
@@ -232,6 +413,8 @@ def _rebuild(document, shapes, device):
         estimator.n_features_in_, estimator._objective(), hidden
     ).to(target)
     estimator.device_ = target
+    estimator.top_k_ = estimator._effective_top_k()
+    estimator._fitted_network = estimator._network_signature()
     return estimator
 
 

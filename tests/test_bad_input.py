@@ -160,7 +160,6 @@ def test_bad_sample_weight(Estimator, y, weights, message):
         ({"n_experts": 0}, ValueError, "n_experts"),
         ({"n_experts": True}, TypeError, "n_experts"),
         ({"n_experts": 2.5}, TypeError, "n_experts"),
-        ({"top_k": 9, "n_experts": 3}, ValueError, "top_k"),
         ({"top_k": 0}, ValueError, "top_k"),
         ({"learning_rate_init": -0.1}, ValueError, "learning_rate_init"),
         ({"max_iter": 0}, ValueError, "max_iter"),

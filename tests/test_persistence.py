@@ -97,11 +97,16 @@ def test_feature_names_survive(tmp_path):
 
 
 def _tamper(path, edit):
+    """Edit a saved file as someone would who also recomputes its checksum: the
+    checks behind the checksum must hold on their own."""
     with safe_open(str(path), framework="pt") as handle:
-        document = json.loads(handle.metadata()["skmoe"])
+        metadata = handle.metadata()
+        document = json.loads(metadata["skmoe"])
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     edit(document, tensors)
-    save_file(tensors, str(path), metadata={"skmoe": json.dumps(document)})
+    metadata["skmoe"] = json.dumps(document)
+    metadata["skmoe.sha256"] = skmoe.persistence._checksum(metadata, tensors)
+    save_file(tensors, str(path), metadata=metadata)
 
 
 @pytest.fixture
@@ -213,3 +218,177 @@ def test_pickle_from_a_cuda_machine_unpickles_here():
     clone.__setstate__(state)
     assert clone.device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
     np.testing.assert_allclose(clone.predict(X), est.predict(X), rtol=1e-6)
+
+
+# -- Pipelines ------------------------------------------------------------------------
+def _frame():
+    pd = pytest.importorskip("pandas")
+    local = np.random.default_rng(1)
+    n = 150
+    frame = pd.DataFrame(
+        {
+            "age": local.integers(18, 80, n),
+            "income": local.lognormal(10, 0.5, n),
+            "city": local.choice(["paris", "lyon", "nice"], n),
+        }
+    )
+    y = np.where((frame["age"] > 40) ^ (frame["city"] == "lyon"), "churn", "stay")
+    return frame, y
+
+
+def _pipeline():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    preprocess = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["age", "income"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+        ]
+    )
+    return make_pipeline(preprocess, MixtureOfExpertsClassifier(top_k=2, **FAST))
+
+
+def test_pipeline_round_trip_gives_identical_probabilities(tmp_path):
+    pytest.importorskip("skops")
+    frame, y = _frame()
+    pipe = _pipeline().fit(frame, y)
+    path = tmp_path / "pipe.safetensors"
+    skmoe.save(pipe, path)
+    loaded = skmoe.load(path)
+    assert [name for name, _ in loaded.steps] == [name for name, _ in pipe.steps]
+    np.testing.assert_array_equal(
+        loaded.predict_proba(frame), pipe.predict_proba(frame)
+    )
+    np.testing.assert_array_equal(loaded.predict(frame), pipe.predict(frame))
+    assert loaded[-1] is not pipe[-1] and loaded[-1].top_k_ == 2
+    with safe_open(str(path), framework="pt") as handle:
+        # the skmoe weights are plain tensors; the transformers went through skops
+        assert all(k.startswith("estimators.0.") for k in handle.keys())  # noqa: SIM118
+        assert set(handle.metadata()) == {"skmoe", "skmoe.skops", "skmoe.sha256"}
+
+
+def test_grid_search_best_estimator_saves(tmp_path):
+    pytest.importorskip("skops")
+    from sklearn.model_selection import GridSearchCV
+
+    frame, y = _frame()
+    search = GridSearchCV(
+        _pipeline(), {"mixtureofexpertsclassifier__n_experts": [2, 3]}, cv=2
+    ).fit(frame, y)
+    skmoe.save(search.best_estimator_, tmp_path / "best.safetensors")
+    loaded = skmoe.load(tmp_path / "best.safetensors")
+    np.testing.assert_array_equal(
+        loaded.predict_proba(frame), search.best_estimator_.predict_proba(frame)
+    )
+
+
+def test_planted_untrusted_type_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    skops_io = pytest.importorskip("skops.io")
+    import base64
+    import builtins
+
+    from sklearn.preprocessing import FunctionTransformer
+
+    frame, y = _frame()
+    path = tmp_path / "pipe.safetensors"
+    skmoe.save(_pipeline().fit(frame, y), path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    raw = base64.b64decode(metadata["skmoe.skops"])
+    skeleton = skops_io.loads(raw, trusted=skops_io.get_untrusted_types(data=raw))
+    skeleton.steps.insert(0, ("evil", FunctionTransformer(builtins.eval)))
+    metadata["skmoe.skops"] = base64.b64encode(skops_io.dumps(skeleton)).decode()
+    metadata["skmoe.sha256"] = skmoe.persistence._checksum(metadata, tensors)
+    save_file(tensors, str(path), metadata=metadata)
+
+    built = []
+    monkeypatch.setattr(skops_io, "loads", lambda *a, **k: built.append(a))
+    with pytest.raises(ValueError, match=r"not trusted: \['builtins.eval'\]"):
+        skmoe.load(path)
+    assert built == []  # skops never got to build anything
+    monkeypatch.undo()
+    loaded = skmoe.load(path, trusted=["builtins.eval"])  # the caller's explicit say
+    assert loaded.steps[0][1].func is builtins.eval
+
+
+def test_save_refuses_objects_without_skmoe_and_missing_folders(tmp_path):
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+
+    with pytest.raises(TypeError, match="holds none"):
+        skmoe.save(make_pipeline(LinearRegression()).fit(X, Y_REG), tmp_path / "m")
+    est = MixtureOfExpertsRegressor(**FAST).fit(X, Y_REG[:, 0])
+    missing = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(FileNotFoundError, match="folder"):
+        skmoe.save(est, missing / "m.safetensors")
+    assert not (tmp_path / "no").exists()
+
+
+def test_pipelines_without_skops_say_which_extra_to_install(tmp_path, monkeypatch):
+    import sys
+
+    frame, y = _frame()
+    pipe = _pipeline().fit(frame, y)
+    monkeypatch.setitem(sys.modules, "skops.io", None)
+    monkeypatch.setitem(sys.modules, "skops", None)
+    with pytest.raises(ImportError, match=r"skmoe\[skops\]"):
+        skmoe.save(pipe, tmp_path / "pipe.safetensors")
+    assert not (tmp_path / "pipe.safetensors").exists()
+
+
+# -- integrity ----------------------------------------------------------------------
+def _offsets(data):
+    """Byte offsets spread over every region of a saved file."""
+    header_len = int.from_bytes(data[:8], "little")
+    header = data[8 : 8 + header_len]
+    meta_start = 8 + header.index(b'"__metadata__"')
+    skmoe_start = 8 + header.index(b'"skmoe"')
+    tensors_start = 8 + header_len
+    end = len(data)
+    regions = {
+        "header length": range(0, 8),
+        "tensor index": range(9, meta_start, max(1, (meta_start - 9) // 12)),
+        "metadata": range(
+            meta_start, skmoe_start, max(1, (skmoe_start - meta_start) // 6)
+        ),
+        "skmoe document": range(skmoe_start, tensors_start, max(1, header_len // 40)),
+        "tensor data": range(tensors_start, end, max(1, (end - tensors_start) // 40)),
+        "end": range(end - 8, end),
+    }
+    return {name: sorted(set(r)) for name, r in regions.items()}
+
+
+def test_every_flipped_byte_and_truncation_is_refused(saved, tmp_path):
+    data = saved.read_bytes()
+    bad = tmp_path / "bad.safetensors"
+    offsets = _offsets(data)
+    tried = 0
+    for positions in offsets.values():
+        for offset in positions:
+            for flip in (0x01, 0x80):
+                corrupted = bytearray(data)
+                corrupted[offset] ^= flip
+                bad.write_bytes(bytes(corrupted))
+                with pytest.raises(ValueError):
+                    skmoe.load(bad)
+                tried += 1
+    assert tried > 200
+    for cut in (1, 7, 8, 20, len(data) // 2, len(data) - 4, len(data) - 1):
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError):
+            skmoe.load(bad)
+
+
+def test_tensor_bytes_changed_with_a_valid_layout_fail_the_checksum(saved):
+    with safe_open(str(saved), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    key = sorted(tensors)[0]
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] += 0.5
+    save_file(tensors, str(saved), metadata=metadata)
+    with pytest.raises(ValueError, match="checksum does not match"):
+        skmoe.load(saved)

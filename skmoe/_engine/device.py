@@ -2,27 +2,39 @@
 
 import torch
 
+_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
+def mps_available():
+    """Whether torch can use Apple's Metal (MPS) device on this machine."""
+    backend = getattr(torch.backends, "mps", None)
+    return backend is not None and backend.is_available()
+
 
 def resolve_device(spec):
-    """Resolve ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+    """Resolve ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a
+    ``torch.device``.
+
+    ``"auto"`` is CUDA when available, else MPS when available, else the CPU.
 
     Raises
     ------
     ValueError
-        If the string is not a device name, or names a CUDA device this machine does
-        not have.
+        If the string is not a device name, or names a device this machine does not
+        have.
     TypeError
         If ``spec`` is neither a string nor a ``torch.device``.
     """
     if isinstance(spec, str) and spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
     if isinstance(spec, str):
         try:
             device = torch.device(spec)
         except RuntimeError as exc:
             raise ValueError(
-                f"device={spec!r} is not a device name; use 'auto', 'cpu', 'cuda' or "
-                "'cuda:N'."
+                f"device={spec!r} is not a device name; use {_NAMES}."
             ) from exc
     elif isinstance(spec, torch.device):
         device = spec
@@ -32,10 +44,16 @@ def resolve_device(spec):
         )
     if device.type == "cpu":
         return device
+    if device.type == "mps":
+        if not mps_available():
+            raise ValueError(
+                f"device={spec!r} was requested but torch cannot use MPS on this "
+                "machine (torch.backends.mps.is_available() is False). Use "
+                "device='cpu' or device='auto'."
+            )
+        return device
     if device.type != "cuda":
-        raise ValueError(
-            f"device={spec!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
-        )
+        raise ValueError(f"device={spec!r} is not supported; use {_NAMES}.")
     if not torch.cuda.is_available():
         raise ValueError(
             f"device={spec!r} was requested but CUDA is not available on this machine "

@@ -23,7 +23,12 @@ class EpochProgress:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.bar is not None:
+            if exc_type is None and self.bar.n < self.bar.total:
+                # Training stopped early: the epochs run are all there will be, so
+                # the bar ends full at that epoch rather than short of max_epochs.
+                self.bar.total = self.bar.n
+                self.bar.refresh()
             self.bar.close()
         return False

@@ -9,7 +9,8 @@ PARAMETERS_DOC = """\
     top_k : int or None, default=None
         ``None`` mixes all experts with dense softmax weights. ``k`` keeps each
         example's ``k`` largest gate weights, renormalised to sum to one, and computes
-        only those experts.
+        only those experts. ``k >= n_experts`` uses every expert (so a grid over
+        ``n_experts`` and ``top_k`` needs no care); ``top_k_`` reports the value used.
     gating : {"softmax", "noisy", "switch"}, default="softmax"
         Routing scheme. ``"softmax"``: plain softmax gate (with ``top_k``: top-k of
         it). ``"noisy"``: noisy top-k gating (Shazeer et al. 2017), learned Gaussian
@@ -42,6 +43,9 @@ PARAMETERS_DOC = """\
         ``0`` is silent; ``1`` shows a progress bar over epochs with the running loss.
     warm_start : bool, default=False
         Whether ``fit`` continues from the current weights instead of starting anew.
+        A parameter that shapes the network (``n_experts``, ``top_k``, ``gating``,
+        ``expert_hidden_layer_sizes``, ``activation``) changed since the last fit
+        makes such a ``fit`` (and ``partial_fit``) raise a ``ValueError`` naming it.
     early_stopping : bool, default=False
         Whether to hold out ``validation_fraction`` of the data and stop when the
         validation score stops improving; the best weights are restored.
@@ -55,16 +59,21 @@ PARAMETERS_DOC = """\
     router_z_loss_coef : float, default=1e-3
         Weight of the ST-MoE router z-loss; ``0`` disables it.
     device : str or torch.device, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
-        ``"cuda:N"`` or a ``torch.device``. An unavailable device is a ``ValueError``
-        raised by ``fit``.
-    n_threads : int or None, default=None
+        ``"auto"`` (CUDA when available, else MPS when available, else CPU),
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``. An
+        unavailable device is a ``ValueError`` raised by ``fit``.
+    n_threads : int, "auto" or None, default="auto"
         torch CPU threads to use during ``fit`` and prediction; the process-wide
-        setting is restored afterwards. ``None`` leaves torch's setting alone. One
-        thread is often fastest for small models on a busy machine.
+        setting is restored afterwards. ``"auto"`` uses the cores no other process
+        is busy on when the call starts (at least one, at most torch's own setting),
+        which never oversubscribes a shared machine; ``None`` leaves torch's setting
+        alone. See docs/performance.md for the measurements behind the default.
 """
 
 ATTRIBUTES_DOC = """\
+    top_k_ : int or None
+        Experts each row uses: ``top_k`` capped at ``n_experts``; ``None`` for dense
+        routing.
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -118,7 +127,7 @@ class SingleGateMixin(BaseMixtureOfExperts):
         load_balancing_coef=0.01,
         router_z_loss_coef=1e-3,
         device="auto",
-        n_threads=None,
+        n_threads="auto",
     ):
         self.n_experts = n_experts
         self.top_k = top_k
@@ -147,7 +156,7 @@ class SingleGateMixin(BaseMixtureOfExperts):
             n_features,
             objective.n_outputs,
             n_experts=self.n_experts,
-            top_k=self.top_k,
+            top_k=self._effective_top_k(),
             expert_hidden_layer_sizes=hidden_layer_sizes,
             gating=self.gating,
             activation=self.activation,

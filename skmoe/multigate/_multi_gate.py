@@ -34,7 +34,8 @@ PARAMETERS_DOC = """\
         Extraction levels for ``"ple"``.
     top_k : int or None, default=None
         ``None``: every gate mixes all the experts it sees with softmax weights. ``k``:
-        each gate keeps each example's ``k`` largest weights, renormalised.
+        each gate keeps each example's ``k`` largest weights, renormalised; ``k`` at
+        least the number of experts a task gate sees uses every one of them.
     gating : {"softmax", "noisy", "switch"}, default="softmax"
         Routing scheme of every gate, as in ``MixtureOfExpertsClassifier``.
     expert_hidden_layer_sizes : tuple of int, default=(32,)
@@ -70,7 +71,10 @@ PARAMETERS_DOC = """\
     verbose : int, default=0
         ``0`` is silent; ``1`` shows a progress bar over epochs with the running loss.
     warm_start : bool, default=False
-        Whether ``fit`` continues from the current weights.
+        Whether ``fit`` continues from the current weights. A parameter that shapes
+        the network (``architecture``, the expert counts and sizes, ``top_k``,
+        ``gating``, ``activation``) changed since the last fit makes such a ``fit``
+        (and ``partial_fit``) raise a ``ValueError`` naming it.
     early_stopping : bool, default=False
         Whether to hold out ``validation_fraction`` of the data and stop when the
         validation score over all tasks stops improving; best weights are restored.
@@ -84,14 +88,20 @@ PARAMETERS_DOC = """\
     router_z_loss_coef : float, default=1e-3
         Weight of the router z-loss, summed over all gates.
     device : str or torch.device, default="auto"
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
-    n_threads : int or None, default=None
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a
+        ``torch.device``.
+    n_threads : int, "auto" or None, default="auto"
         torch CPU threads to use during ``fit`` and prediction; the process-wide
-        setting is restored afterwards. ``None`` leaves torch's setting alone. One
-        thread is often fastest for small models on a busy machine.
+        setting is restored afterwards. ``"auto"`` uses the cores no other process
+        is busy on when the call starts (at least one, at most torch's own setting),
+        which never oversubscribes a shared machine; ``None`` leaves torch's setting
+        alone. See docs/performance.md for the measurements behind the default.
 """
 
 ATTRIBUTES_DOC = """\
+    top_k_ : int or None
+        Experts each task gate keeps: ``top_k`` capped at the experts it chooses
+        from; ``None`` for dense routing and for ``"shared_bottom"``.
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -133,6 +143,13 @@ class MultiGateMixin(BaseMixtureOfExperts):
         "task_weights": ["array-like", None],
         "allow_missing_labels": ["boolean"],
     }
+    _network_params: tuple = (
+        *BaseMixtureOfExperts._network_params,
+        "architecture",
+        "n_task_experts",
+        "n_levels",
+        "tower_hidden_layer_sizes",
+    )
 
     def __init__(
         self,
@@ -162,7 +179,7 @@ class MultiGateMixin(BaseMixtureOfExperts):
         load_balancing_coef=0.0,
         router_z_loss_coef=1e-3,
         device="auto",
-        n_threads=None,
+        n_threads="auto",
     ):
         self.architecture = architecture
         self.n_experts = n_experts
@@ -245,7 +262,7 @@ class MultiGateMixin(BaseMixtureOfExperts):
             n_levels=self.n_levels,
             expert_hidden_layer_sizes=hidden_layer_sizes,
             tower_hidden_layer_sizes=self._hidden_sizes("tower_hidden_layer_sizes"),
-            top_k=self.top_k if self._gated() else None,
+            top_k=self._effective_top_k(),
             gating=self.gating if self._gated() else "softmax",
             activation=self.activation,
             load_balancing_coef=self.load_balancing_coef,
