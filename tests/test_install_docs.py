@@ -1,0 +1,65 @@
+"""The README's install and test commands say what a new user needs and stay what CI
+runs."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject needs Python 3.11")
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
+
+
+def _section(title):
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README, re.M | re.S)
+    assert match, f"README has no '## {title}' section"
+    return match.group(1)
+
+
+def _bash_blocks(text):
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, re.S)]
+
+
+def test_torch_is_a_plain_lower_bound():
+    torch_req = [
+        d for d in PYPROJECT["project"]["dependencies"] if d.startswith("torch")
+    ]
+    assert len(torch_req) == 1 and re.fullmatch(r"torch>=[\d.]+", torch_req[0])
+
+
+def test_user_install_pins_no_torch_and_explains_the_cpu_index():
+    install = _section("Install")
+    commands = _bash_blocks(install)
+    user = commands[0]
+    assert "venv" in user and "pip install" in user  # a fresh virtual environment
+    for command in commands:
+        assert "torch==" not in command
+    assert any(CPU_INDEX in c and c.startswith("pip install torch") for c in commands)
+    assert "CPU" in install and "CUDA" in install
+
+
+def test_readme_names_the_supported_python_versions():
+    install = _section("Install")
+    classifiers = PYPROJECT["project"]["classifiers"]
+    versions = [
+        c.rsplit(" ", 1)[1]
+        for c in classifiers
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ]
+    assert versions
+    assert PYPROJECT["project"]["requires-python"] == f">={versions[0]}"
+    for version in versions:
+        assert version in install
+
+
+def test_ci_runs_the_readme_test_command_without_the_cpu_index():
+    section = _section("Run the tests")
+    (command,) = _bash_blocks(section)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert command in ci.splitlines()
+    assert "download.pytorch.org" not in command + ci
+    assert "CI" in section and "torch 2.13.0" in section  # which environment it expects
