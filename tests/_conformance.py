@@ -1,11 +1,10 @@
 """Checks of scikit-learn's suite that cannot pass, each with its reason."""
 
-SGD_WEIGHTS = (
-    "Minibatch stochastic training: a row of weight k and k repeated rows land in "
-    "different minibatches and shuffles, so the two fits agree only in expectation, "
-    "not to the check's 1e-7 tolerance. tests/test_training.py checks the equivalence "
-    "with full-batch training, where it holds."
-)
+# Minibatch stochastic training: a row of weight k and k repeated rows land in different
+# minibatches and shuffles, so the two fits agree only in expectation, not to the
+# check's 1e-7 tolerance. tests/test_training.py checks the equivalence with full-batch
+# training, where it holds.
+SGD_WEIGHTS = "minibatch SGD: weight k equals k repeated rows only in expectation"
 
 
 def expected_failed_checks(estimator):

@@ -63,3 +63,32 @@ def test_ci_runs_the_readme_test_command_without_the_cpu_index():
     assert command in ci.splitlines()
     assert "download.pytorch.org" not in command + ci
     assert "CI" in section and "torch 2.13.0" in section  # which environment it expects
+
+
+def test_test_command_ends_with_a_short_summary(tmp_path):
+    """pytest with the project's options lists failures, not every expected failure's
+    reason, at the end of its output."""
+    import subprocess
+    import sys
+
+    reason = "a long explanation " * 50
+    (tmp_path / "pyproject.toml").write_text(
+        (ROOT / "pyproject.toml").read_text().replace('"tests", "skmoe"', '"."')
+    )
+    (tmp_path / "test_sample.py").write_text(
+        "import pytest\n\n"
+        f"@pytest.mark.xfail(reason={reason!r}, strict=True)\n"
+        "def test_expected():\n    assert False\n\n"
+        "def test_fine():\n    pass\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "a long explanation" not in run.stdout
+    last = run.stdout.strip().splitlines()[-1]
+    assert "1 passed" in last and "1 xfailed" in last
