@@ -94,6 +94,7 @@ def main():
     finally:
         busy.kill()
         busy.wait()
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print()
     print("| condition | n_threads | fit time (s) | x fastest in condition |")
     print("| --- | --- | --- | --- |")

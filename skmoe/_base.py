@@ -96,7 +96,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         # An inherited __init__ would name the class that defines it in Python's own
         # errors ("SingleGateMoE.__init__() got an unexpected keyword argument");
         # each estimator gets a copy under its own name instead.
-        init = cls.__dict__.get("__init__") or cls.__init__
+        init = cls.__init__
         if "__init__" in cls.__dict__ or not isinstance(init, types.FunctionType):
             return
         qualname = f"{cls.__qualname__}.__init__"
@@ -198,9 +198,8 @@ class BaseMixtureOfExperts(BaseEstimator):
                 )
 
     def _gate_choices(self):
-        """How many experts a gate chooses from and how to name them, or ``None``
-        where there is no gate."""
-        return self.n_experts, f"n_experts={self.n_experts}"
+        """How many experts a gate chooses from, or ``None`` where there is no gate."""
+        return self.n_experts
 
     def _effective_top_k(self):
         """How many experts each gate keeps: ``top_k`` capped at the experts it
@@ -209,7 +208,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         choices = self._gate_choices()
         if self.top_k is None or choices is None:
             return None
-        return min(int(self.top_k), choices[0])
+        return min(int(self.top_k), choices)
 
     def _check_routing(self):
         top_k = self._effective_top_k()

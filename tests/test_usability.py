@@ -170,3 +170,10 @@ def test_other_runnable_reads_a_count():
     assert isinstance(threads.other_runnable(), int)
     assert threads.other_runnable() >= 0
     assert threads.usable_cores() >= 1
+
+
+def test_thread_benchmark_runs_quick():
+    from _scripts import run_script
+
+    out = run_script("benchmarks/threads.py", "--quick").stdout
+    assert "| one busy process | auto (chose" in out

@@ -241,10 +241,7 @@ class MultiGateMixin(BaseMixtureOfExperts):
         choices = self.n_experts
         if self.architecture in ("cgc", "ple"):
             choices += self.n_task_experts
-        return choices, (
-            f"the {choices} experts each task gate chooses from with "
-            f"architecture={self.architecture!r}"
-        )
+        return choices
 
     def _build_module(self, n_features, objective, hidden_layer_sizes):
         if not hidden_layer_sizes:
