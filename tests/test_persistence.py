@@ -344,21 +344,23 @@ def _offsets(data):
     """Byte offsets spread over every region of a saved file."""
     header_len = int.from_bytes(data[:8], "little")
     header = data[8 : 8 + header_len]
-    meta_start = 8 + header.index(b'"__metadata__"')
-    skmoe_start = 8 + header.index(b'"skmoe"')
-    tensors_start = 8 + header_len
-    end = len(data)
-    regions = {
-        "header length": range(0, 8),
-        "tensor index": range(9, meta_start, max(1, (meta_start - 9) // 12)),
-        "metadata": range(
-            meta_start, skmoe_start, max(1, (skmoe_start - meta_start) // 6)
+    tensors_start, end = 8 + header_len, len(data)
+
+    def at(token, span, step):
+        first = 8 + header.index(token)
+        return list(range(first, first + span, step))
+
+    return {
+        "header length": list(range(8)),
+        "header JSON, every 40th byte": list(range(8, tensors_start, 40)),
+        "checksum value": at(b'"skmoe.sha256":"', 82, 5)[3:],
+        "tensor index entry": at(b'"dtype"', 60, 2),
+        "last header bytes": list(range(tensors_start - 4, tensors_start)),
+        "tensor data": list(
+            range(tensors_start, end, max(1, (end - tensors_start) // 40))
         ),
-        "skmoe document": range(skmoe_start, tensors_start, max(1, header_len // 40)),
-        "tensor data": range(tensors_start, end, max(1, (end - tensors_start) // 40)),
-        "end": range(end - 8, end),
+        "end": list(range(end - 8, end)),
     }
-    return {name: sorted(set(r)) for name, r in regions.items()}
 
 
 def test_every_flipped_byte_and_truncation_is_refused(saved, tmp_path):
