@@ -91,10 +91,3 @@ def test_speed_benchmark_runs_in_quick_mode():
     assert "5. predict 10k rows in one call" in out
     assert "| 7. " in out  # the GPU section reports its figures or why it has none
 
-
-def test_readme_quickstart_runs_as_written():
-    readme = (ROOT / "README.md").read_text()
-    code = re.search(r"## Quickstart\n\n```python\n(.*?)```", readme, re.S).group(1)
-    out = run_script("-c", code).stdout
-    assert "mixtureofexpertsclassifier__n_experts" in out
-    assert "expert usage:" in out
