@@ -90,4 +90,3 @@ def test_speed_benchmark_runs_in_quick_mode():
     assert "1. skmoe fit, defaults (balancing on)" in out
     assert "5. predict 10k rows in one call" in out
     assert "| 7. " in out  # the GPU section reports its figures or why it has none
-

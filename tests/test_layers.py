@@ -18,6 +18,7 @@ STDLIB = {
     "dataclasses",
     "itertools",
     "math",
+    "os",
     "typing",
 }
 
