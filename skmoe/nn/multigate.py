@@ -155,8 +155,19 @@ class MultiGateMixtureOfExperts(nn.Module):
             routings.append(level_routings)
         return tasks, routings
 
-    def forward(self, x):
-        """Concatenated task outputs for a batch of shape ``(batch, in_features)``."""
+    def forward(self, x, sample_weight=None):
+        """Concatenated task outputs for a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, in_features)
+        sample_weight : torch.Tensor of shape (batch,) or None, default=None
+            Row weights of the balancing losses' statistics in training mode.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, sum(task_out_features))
+        """
         tasks, routings = self._levels(x)
         out = self.towers(tasks)  # (n_tasks, batch, max_out)
         outputs = torch.cat(
@@ -164,7 +175,7 @@ class MultiGateMixtureOfExperts(nn.Module):
         )
         if self.training:
             all_routings = [r for level in routings for r in level]
-            self.__dict__["aux_loss"] = self._balancing(all_routings, x)
+            self.__dict__["aux_loss"] = self._balancing(all_routings, x, sample_weight)
             with torch.no_grad():
                 weights = self.levels[-1].task_weights(routings[-1], x.shape[0])
                 self.usage_sum.add_(weights.sum(0).to(self.usage_sum.dtype))
@@ -173,13 +184,16 @@ class MultiGateMixtureOfExperts(nn.Module):
             self.__dict__["aux_loss"] = None
         return outputs
 
-    def _balancing(self, routings, x):
+    def _balancing(self, routings, x, sample_weight):
         loss = x.new_zeros(())
         for routing in routings:
             if routing is None:
                 continue
             term = balancing_loss(
-                routing, self.load_balancing_coef, self.router_z_loss_coef
+                routing,
+                self.load_balancing_coef,
+                self.router_z_loss_coef,
+                sample_weight,
             )
             if term is not None:
                 loss = loss + term
