@@ -38,8 +38,9 @@ from ._engine import (
     train,
 )
 from ._engine.objectives import MISSING_CLASS
+from ._inference import InferenceCache
 from ._input import check_float32_range, iter_chunks, to_rows
-from ._small_batch import SMALL_BATCH_MAX_ROWS, small_batch_model
+from ._small_batch import SMALL_BATCH_MAX_ROWS
 from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
 
@@ -289,11 +290,8 @@ class BaseMixtureOfExperts(BaseEstimator):
                 del self._optimizer
                 if reset and hasattr(self, "module_"):
                     del self.module_
-                if self.__sklearn_is_fitted__():
-                    self._refresh_inference_module()
                 raise
         self.module_, self.device_, self._history = module, device, history
-        self._refresh_inference_module()
         self._set_fitted_attributes(history, recorder, early_stopping)
         if not incremental and not history.converged:
             warnings.warn(
@@ -362,41 +360,31 @@ class BaseMixtureOfExperts(BaseEstimator):
             dtype=(np.float64, np.float32),
         )
 
-    def _refresh_inference_module(self):
-        """Make the module that predicts: a float64 copy of ``module_`` on the CPU.
-
-        Training runs in float32; predicting in float64 makes each row's result
-        independent of the other rows in its batch (float32 matrix products round
-        differently for different batch shapes). CUDA devices predict in float32 with
-        ``module_`` itself. Built once per fit so that predicting changes nothing.
-        """
-        if self.device_.type == "cpu":
-            self._predictor = copy.deepcopy(self.module_).double().eval()
-        else:
-            self._predictor = None
-        self._small_batch = (
-            None if self._predictor is None else small_batch_model(self._predictor)
-        )
-
     def _inference_module(self):
-        if self._predictor is None:
-            return self.module_, torch.float32
-        return self._predictor, torch.float64
+        """``(module, dtype, small_batch)`` to predict with, derived from ``module_``.
+
+        On the CPU a float64 copy of ``module_`` and its NumPy small-batch model
+        (see :mod:`skmoe._inference`), rebuilt whenever ``module_`` changed; on
+        CUDA ``module_`` itself in float32.
+        """
+        cache = self.__dict__.get("_inference_cache")
+        if cache is None:
+            cache = self.__dict__["_inference_cache"] = InferenceCache()
+        return cache.get(self.module_, self.device_)
 
     def _infer(self, X, fn=None):
         """Run the inference module over validated rows ``X``."""
-        module, dtype = self._inference_module()
+        module, dtype, _ = self._inference_module()
         with torch_threads(getattr(self, "n_threads", None)):
             return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
 
     def _raw_output(self, X):
         X = self._validate_X(X)
-        small_batch = getattr(self, "_small_batch", None)
-        if (
-            small_batch is not None
-            and X.shape[0] <= SMALL_BATCH_MAX_ROWS
-            and not sp.issparse(X)
-        ):
+        if X.shape[0] <= SMALL_BATCH_MAX_ROWS and not sp.issparse(X):
+            small_batch = self._inference_module()[2]
+        else:
+            small_batch = None
+        if small_batch is not None:
             # A handful of rows: NumPy's per-call cost is a fraction of torch's.
             check_float32_range(X)
             return small_batch(X.astype(np.float64, copy=False))
@@ -405,8 +393,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     def __getstate__(self):
         # object.__getstate__ may hand back the live __dict__: copy before editing.
         state = dict(super().__getstate__())
-        state.pop("_predictor", None)
-        state.pop("_small_batch", None)
+        state.pop("_inference_cache", None)  # derived from module_ on demand
         device = state.get("device_")
         if device is not None and device.type != "cpu":
             # Pickle CPU tensors so that the model unpickles on machines without that
@@ -427,8 +414,6 @@ class BaseMixtureOfExperts(BaseEstimator):
                 device = torch.device("cpu")
             self.module_.to(device)
             self.device_ = device
-        if self.__sklearn_is_fitted__():
-            self._refresh_inference_module()
 
     def gate_weights(self, X):
         """Gate weights of each example over the experts.

@@ -13,7 +13,8 @@ scheme, activation and architecture.
 
 import numpy as np
 
-from .nn import MixtureOfExperts, MultiGateMixtureOfExperts
+from .nn import ExpertBank, Gate, MixtureOfExperts, MultiGateMixtureOfExperts
+from .nn.routing import FAST_SPECS
 
 # Up to this many rows NumPy was faster than PyTorch in every configuration measured
 # (one thread; 16 rows: 8 experts top-1 51 µs against 83 µs, 64 experts top-2 133
@@ -60,10 +61,7 @@ class _Gate:
 
     def __init__(self, gate):
         self.n_experts = gate.n_experts
-        dense = gate.top_k is None or (
-            gate.top_k == gate.n_experts and gate.gating != "noisy"
-        )
-        self.top_k = None if dense else gate.top_k
+        self.top_k = gate.kept  # the routing spec's rule, as the gate reads it
         self.weight = _array(gate.router.weight).T.copy()
         self.bias = _array(gate.router.bias)
 
@@ -202,9 +200,23 @@ class _Level:
 
 
 def small_batch_model(module):
-    """The NumPy evaluator of ``module``, or ``None`` for modules it does not know."""
+    """The NumPy evaluator of ``module``, or ``None`` for modules it does not know.
+
+    Only the exact classes it mirrors, with plain gates of a routing spec in
+    :data:`skmoe.nn.routing.FAST_SPECS` and plain expert banks, are evaluated here;
+    a subclass of any of them predicts through its own torch forward pass.
+    """
     if type(module) is MixtureOfExperts:
-        return SmallBatchMixture(module)
-    if type(module) is MultiGateMixtureOfExperts:
-        return SmallBatchMultiGate(module)
-    return None
+        model = SmallBatchMixture
+    elif type(module) is MultiGateMixtureOfExperts:
+        model = SmallBatchMultiGate
+    else:
+        return None
+    for sub in module.modules():
+        if isinstance(sub, Gate) and (
+            type(sub) is not Gate or sub.spec not in FAST_SPECS
+        ):
+            return None
+        if isinstance(sub, ExpertBank) and type(sub) is not ExpertBank:
+            return None
+    return model(module)

@@ -172,7 +172,6 @@ def load(path, device=None):
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError(f"{path} holds non-finite weights.")
     estimator.module_.eval()
-    estimator._refresh_inference_module()
     return estimator
 
 
