@@ -1,25 +1,20 @@
 """NumPy evaluation of skmoe's modules, for predictions on a handful of rows.
 
-Predicting one row through PyTorch costs some 50-60 µs of per-operation overhead
-(dispatch, autograd bookkeeping, tensor creation) for a few microseconds of arithmetic,
-which made a one-row ``predict`` slower than ``MLPClassifier``'s, whose forward pass is
-plain NumPy. For batches of at most :data:`SMALL_BATCH_MAX_ROWS` rows the estimators
-evaluate the same float64 weights here instead. This is the inference-mode forward
-pass of :class:`skmoe.nn.MixtureOfExperts` and
-:class:`skmoe.nn.MultiGateMixtureOfExperts` (no noise, no jitter), and
-``tests/test_small_batch.py`` checks it against the PyTorch modules for every routing
-scheme, activation and architecture.
+Predicting one row through PyTorch costs more per-operation overhead (dispatch,
+autograd bookkeeping, tensor creation) than arithmetic, which made a one-row
+``predict`` slower than ``MLPClassifier``'s, whose forward pass is plain NumPy. For
+batches of at most :data:`SMALL_BATCH_MAX_ROWS` rows the estimators evaluate the
+same float64 weights here instead. This is the inference-mode forward pass of
+:class:`skmoe.nn.MixtureOfExperts` and :class:`skmoe.nn.MultiGateMixtureOfExperts`
+(no noise, no jitter), and ``tests/test_small_batch.py`` checks it against the
+PyTorch modules for every routing scheme, activation and architecture.
 """
 
 import numpy as np
 
 from .nn import ExpertBank, Gate, MixtureOfExperts, MultiGateMixtureOfExperts
 from .nn.routing import FAST_SPECS
-
-# Up to this many rows NumPy was faster than PyTorch in every configuration measured
-# (one thread; 16 rows: 8 experts top-1 51 µs against 83 µs, 64 experts top-2 133
-# against 257 µs); at 32 rows PyTorch wins with 64 experts (207 against 302 µs).
-SMALL_BATCH_MAX_ROWS = 16
+from .nn.thresholds import SMALL_BATCH_MAX_ROWS  # noqa: F401  (re-exported)
 
 
 def _relu(h):

@@ -21,9 +21,8 @@ in one node whose backward pass is written out:
   log-sum-exp being ``max(logits) - log(max(probs))``.
 
 Equality with the composed layer, in values and gradients, is tested for every
-routing, activation and depth. Through autograd (a plain PyTorch or skorch loop) the
-node made a top-2 epoch over 64 experts 8% shorter on the benchmark machine and left
-smaller layers within 2%. Its larger use is :meth:`MixtureOfExperts.training_step
+routing, activation and depth; its speed is in ``docs/performance.md``. Its larger
+use is :meth:`MixtureOfExperts.training_step
 <skmoe.nn.MixtureOfExperts.training_step>`, which calls :func:`mixture_forward` and
 :func:`mixture_backward` directly, with no graph at all.
 

@@ -9,10 +9,7 @@ from .fused import fused_mixture, mixture_backward, mixture_config, mixture_forw
 from .gates import Gate
 from .losses import balancing_loss
 from .routing import FAST_SPECS
-
-# Dispatching pays off once it saves this many expert-row evaluations (measured with
-# benchmarks/speed.py on a CPU: 8 experts of 64 units, top-2, batch 256 saves 1536).
-DISPATCH_MIN_SAVED_ROWS = 1024
+from .thresholds import DISPATCH_MIN_SAVED_ROWS
 
 
 class MixtureOfExperts(nn.Module):
