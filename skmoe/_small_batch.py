@@ -13,7 +13,7 @@ PyTorch modules for every routing scheme, activation and architecture.
 import numpy as np
 
 from .nn import ExpertBank, Gate, MixtureOfExperts, MultiGateMixtureOfExperts
-from .nn.routing import FAST_SPECS
+from .nn.routing import is_proven
 from .nn.thresholds import SMALL_BATCH_MAX_ROWS  # noqa: F401  (re-exported)
 
 
@@ -208,9 +208,7 @@ def small_batch_model(module):
     else:
         return None
     for sub in module.modules():
-        if isinstance(sub, Gate) and (
-            type(sub) is not Gate or sub.spec not in FAST_SPECS
-        ):
+        if isinstance(sub, Gate) and (type(sub) is not Gate or not is_proven(sub.spec)):
             return None
         if isinstance(sub, ExpertBank) and type(sub) is not ExpertBank:
             return None

@@ -8,7 +8,7 @@ from .experts import ExpertBank, mix_choices, mix_experts
 from .fused import fused_mixture, mixture_backward, mixture_config, mixture_forward
 from .gates import Gate
 from .losses import balancing_loss
-from .routing import FAST_SPECS
+from .routing import is_proven
 from .thresholds import DISPATCH_MIN_SAVED_ROWS
 
 
@@ -177,7 +177,7 @@ class MixtureOfExperts(nn.Module):
             self.fused_training
             and type(gate) is Gate
             and type(self.experts) is ExpertBank
-            and gate.spec in FAST_SPECS
+            and is_proven(gate.spec)
         )
 
     def training_step(self, x, loss_and_grad, sample_weight=None):

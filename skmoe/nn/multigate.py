@@ -298,7 +298,8 @@ class _ExtractionLevel(nn.Module):
         for t, gate in enumerate(self.task_gates):
             routing = gate(task_inputs if first else task_inputs[t])
             routings.append(routing)
-            chosen = h.index_select(0, self.choices[t])
+            # A task without experts of its own chooses among all: no gather.
+            chosen = h if self.n_task == 0 else h.index_select(0, self.choices[t])
             mixtures.append(mix_experts(routing.dense_weights(), chosen))
         if len(mixtures) < self.n_tasks:  # one gate: every task reads its mixture
             mixtures = mixtures * self.n_tasks

@@ -110,6 +110,17 @@ FAST_SPECS = frozenset(SPECS.values())
 GATINGS = tuple(SPECS)
 
 
+def is_proven(spec):
+    """Whether the fast paths serve ``spec`` (it is in :data:`FAST_SPECS`).
+
+    Examples
+    --------
+    >>> is_proven(SPECS["noisy"]), is_proven(RoutingSpec("untested"))
+    (True, False)
+    """
+    return spec in FAST_SPECS
+
+
 def get_spec(gating):
     """The :class:`RoutingSpec` named ``gating``, or ``gating`` if it is one.
 
