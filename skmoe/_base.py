@@ -214,6 +214,14 @@ class BaseMixtureOfExperts(BaseEstimator):
         )
 
     def _fit(self, X, y, sample_weight=None, incremental=False, classes=None):
+        """``fit`` and ``partial_fit``, in named steps.
+
+        Validate the parameters, rows, targets and weights (restoring a fitted
+        estimator if that fails); seed; build the module (or keep it for a warm
+        start); split off the validation rows; configure the engine
+        (:meth:`_training_config`); make the optimizer (:meth:`_prepare_optimizer`);
+        train (:meth:`_train`); set the fitted attributes.
+        """
         reset = not self.__sklearn_is_fitted__() or not (incremental or self.warm_start)
         # Validation sets attributes as it goes (n_features_in_, classes_, ...); if
         # it fails, put back what a fitted estimator had so that it stays usable.
@@ -246,51 +254,15 @@ class BaseMixtureOfExperts(BaseEstimator):
             train_data, valid_data = self._split(
                 X, targets, sample_weight, early_stopping, seed, device
             )
-            config = TrainingConfig(
-                max_epochs=1 if incremental else self.max_iter,
-                batch_size=self._batch_size(len(train_data)),
-                tol=self.tol,
-                n_iter_no_change=self.n_iter_no_change,
-                early_stopping=early_stopping,
-                shuffle=self.shuffle,
-                verbose=self.verbose,
+            config = self._training_config(len(train_data), incremental, early_stopping)
+            self._prepare_optimizer(
+                module, config, sample_weight, device, reset or not incremental
             )
-            if reset or not incremental or not hasattr(self, "_optimizer"):
-                # MLPClassifier's penalty, alpha / 2 * ||W||^2 / batch_size per batch
-                # on weights but not biases, with the batch size counted in sample
-                # weight so that a weight of k still equals k repeated rows.
-                expected_batch_weight = config.batch_size * float(sample_weight.mean())
-                self._optimizer = make_optimizer(
-                    module,
-                    self.learning_rate_init,
-                    self.alpha / expected_batch_weight,
-                    device,
-                )
             if not incremental:
-                history.no_improvement_count = 0
-                history.converged = False
-                history.best_validation_score = -np.inf
-                history.validation_scores = []
-            recorder = _UsageRecorder(self._usage_layers(module))
-            try:
-                train(
-                    module,
-                    objective,
-                    self._optimizer,
-                    train_data,
-                    config,
-                    history,
-                    seed,
-                    valid_data=valid_data,
-                    callbacks=(recorder,),
-                )
-            except TrainingDivergedError:
-                # The moments of a diverged optimizer are not finite; a fresh fit
-                # leaves nothing usable behind, a continued one its last good weights.
-                del self._optimizer
-                if reset and hasattr(self, "module_"):
-                    del self.module_
-                raise
+                _restart_stopping(history)
+            recorder = self._train(
+                module, objective, train_data, valid_data, config, history, seed, reset
+            )
         self.module_, self.device_, self._history = module, device, history
         self._set_fitted_attributes(history, recorder, early_stopping)
         if not incremental and not history.converged:
@@ -301,6 +273,60 @@ class BaseMixtureOfExperts(BaseEstimator):
                 stacklevel=3,
             )
         return self
+
+    def _training_config(self, n_rows, incremental, early_stopping):
+        """What one call to the engine does: one epoch for ``partial_fit``."""
+        return TrainingConfig(
+            max_epochs=1 if incremental else self.max_iter,
+            batch_size=self._batch_size(n_rows),
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            early_stopping=early_stopping,
+            shuffle=self.shuffle,
+            verbose=self.verbose,
+        )
+
+    def _prepare_optimizer(self, module, config, sample_weight, device, fresh):
+        """A fresh Adam where ``fresh`` (``fit``), else ``partial_fit`` keeps its own.
+
+        The L2 penalty is ``MLPClassifier``'s, ``alpha / 2 * ||W||^2 /
+        batch_size`` per batch on weights but not biases, with the batch size
+        counted in sample weight so that a weight of k still equals k repeated rows.
+        """
+        if fresh or not hasattr(self, "_optimizer"):
+            expected_batch_weight = config.batch_size * float(sample_weight.mean())
+            self._optimizer = make_optimizer(
+                module,
+                self.learning_rate_init,
+                self.alpha / expected_batch_weight,
+                device,
+            )
+
+    def _train(
+        self, module, objective, train_data, valid_data, config, history, seed, reset
+    ):
+        """Run the engine, recording expert usage; undo what a divergence spoiled."""
+        recorder = _UsageRecorder(self._usage_layers(module))
+        try:
+            train(
+                module,
+                objective,
+                self._optimizer,
+                train_data,
+                config,
+                history,
+                seed,
+                valid_data=valid_data,
+                callbacks=(recorder,),
+            )
+        except TrainingDivergedError:
+            # The moments of a diverged optimizer are not finite; a fresh fit
+            # leaves nothing usable behind, a continued one its last good weights.
+            del self._optimizer
+            if reset and hasattr(self, "module_"):
+                del self.module_
+            raise
+        return recorder
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "module_")
@@ -439,6 +465,14 @@ class BaseMixtureOfExperts(BaseEstimator):
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
+
+
+def _restart_stopping(history):
+    """A new ``fit`` call (warm or not) restarts the stopping rules' counters."""
+    history.no_improvement_count = 0
+    history.converged = False
+    history.best_validation_score = -np.inf
+    history.validation_scores = []
 
 
 def _drop_unlabelled_rows(X, targets, sample_weight):
