@@ -38,6 +38,7 @@ from ._engine import (
     train,
 )
 from ._engine.objectives import MISSING_CLASS
+from ._fitted_state import finite_or_none, history_from_json, history_to_json
 from ._inference import InferenceCache
 from ._input import check_float32_range, iter_chunks, to_rows
 from ._small_batch import SMALL_BATCH_MAX_ROWS
@@ -374,6 +375,64 @@ class BaseMixtureOfExperts(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = history.best_loss
         self.expert_usage_ = recorder.last_usage()
+
+    # -- fitted state, for persistence --------------------------------------------
+    _FITTED_ATTRIBUTES = (
+        "n_iter_",
+        "loss_curve_",
+        "loss_",
+        "best_loss_",
+        "validation_scores_",
+        "best_validation_score_",
+    )
+
+    def _fitted_state(self):
+        """Everything fitted besides ``module_``'s tensors, as JSON-ready values.
+
+        :mod:`skmoe.persistence` saves this and hands it back to
+        :meth:`_restore_fitted_state`; a new fitted attribute is added to both here
+        (or in the target handling's override) and nowhere else.
+        """
+        attributes = {name: getattr(self, name) for name in self._FITTED_ATTRIBUTES}
+        attributes["loss_curve_"] = list(self.loss_curve_)
+        attributes["best_loss_"] = finite_or_none(self.best_loss_)
+        attributes["expert_usage_"] = np.asarray(self.expert_usage_).tolist()
+        names = getattr(self, "feature_names_in_", None)
+        return {
+            "n_features_in_": int(self.n_features_in_),
+            "feature_names_in_": None if names is None else names.tolist(),
+            "n_outputs_": int(self.n_outputs_),
+            "y_was_1d": bool(self._y_was_1d),
+            "seed": int(self._seed),
+            "n_calls": int(self._n_calls),
+            "device": str(self.device_),
+            "history": history_to_json(self._history),
+            "attributes": attributes,
+        }
+
+    def _restore_fitted_state(self, state):
+        """Set the attributes :meth:`_fitted_state` described; raise on bad ones."""
+        n_features = state["n_features_in_"]
+        n_outputs = state["n_outputs_"]
+        if not (isinstance(n_features, int) and n_features > 0):
+            raise ValueError(f"invalid n_features_in_ {n_features!r}")
+        if not (isinstance(n_outputs, int) and n_outputs > 0):
+            raise ValueError(f"invalid n_outputs_ {n_outputs!r}")
+        self.n_features_in_ = n_features
+        names = state["feature_names_in_"]
+        if names is not None:
+            if len(names) != n_features or not all(isinstance(n, str) for n in names):
+                raise ValueError("feature_names_in_ does not match n_features_in_")
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_outputs_ = n_outputs
+        self._y_was_1d = bool(state["y_was_1d"])
+        self._seed = int(state["seed"])
+        self._n_calls = int(state["n_calls"])
+        self._history = history_from_json(state["history"])
+        attributes = state["attributes"]
+        for name in self._FITTED_ATTRIBUTES:
+            setattr(self, name, attributes[name])
+        self.expert_usage_ = np.asarray(attributes["expert_usage_"], dtype=np.float64)
 
     # -- inference --------------------------------------------------------------------
     def _validate_X(self, X):
