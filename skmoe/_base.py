@@ -265,6 +265,8 @@ class BaseMixtureOfExperts(BaseEstimator):
                 module, objective, train_data, valid_data, config, history, seed, reset
             )
         self.module_, self.device_, self._history = module, device, history
+        # Filled at the first prediction: predicting leaves __dict__ as it is.
+        self._inference_cache = InferenceCache()
         self._set_fitted_attributes(history, recorder, early_stopping)
         if not incremental and not history.converged:
             warnings.warn(
@@ -429,6 +431,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         self._seed = int(state["seed"])
         self._n_calls = int(state["n_calls"])
         self._history = history_from_json(state["history"])
+        self._inference_cache = InferenceCache()
         attributes = state["attributes"]
         for name in self._FITTED_ATTRIBUTES:
             setattr(self, name, attributes[name])
@@ -452,10 +455,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         (see :mod:`skmoe._inference`), rebuilt whenever ``module_`` changed; on
         CUDA ``module_`` itself in float32.
         """
-        cache = self.__dict__.get("_inference_cache")
-        if cache is None:
-            cache = self.__dict__["_inference_cache"] = InferenceCache()
-        return cache.get(self.module_, self.device_)
+        return self._inference_cache.get(self.module_, self.device_)
 
     def _infer(self, X, fn=None):
         """Run the inference module over validated rows ``X``."""
@@ -499,6 +499,8 @@ class BaseMixtureOfExperts(BaseEstimator):
                 device = torch.device("cpu")
             self.module_.to(device)
             self.device_ = device
+        if self.__sklearn_is_fitted__():
+            self._inference_cache = InferenceCache()
 
     def gate_weights(self, X):
         """Gate weights of each example over the experts.
