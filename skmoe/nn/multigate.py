@@ -177,12 +177,22 @@ class MultiGateMixtureOfExperts(nn.Module):
             all_routings = [r for level in routings for r in level]
             self.__dict__["aux_loss"] = self._balancing(all_routings, x, sample_weight)
             with torch.no_grad():
-                weights = self.levels[-1].task_weights(routings[-1], x.shape[0])
-                self.usage_sum.add_(weights.sum(0).to(self.usage_sum.dtype))
-                self.usage_rows.add_(x.shape[0])
+                self._record_usage(routings[-1], x.shape[0])
         else:
             self.__dict__["aux_loss"] = None
         return outputs
+
+    def _record_usage(self, routings, n_rows):
+        """Add each task gate's summed weights to the usage statistics."""
+        level = self.levels[-1]
+        if not level.gated:  # one shared network, used in full by every task
+            self.usage_sum.add_(n_rows)
+        else:
+            for t in range(self.n_tasks):
+                routing = routings[min(t, len(level.task_gates) - 1)]
+                per_expert = routing.dense_weights().sum(0).to(self.usage_sum.dtype)
+                self.usage_sum[t].index_add_(0, level.choices[t], per_expert)
+        self.usage_rows.add_(n_rows)
 
     def _balancing(self, routings, x, sample_weight):
         loss = x.new_zeros(())
