@@ -40,28 +40,29 @@ class WeightsWatch:
     """
 
     def __init__(self, module):
-        self.entries = []
+        self.places, self.tensors = [], []
         for owner in module.modules():
             for store in (owner._modules, owner._parameters, owner._buffers):
                 for name, value in store.items():
-                    self.entries.append((store, name, value, _stamp(value)))
+                    self.places.append((store, name, value))
+                    if isinstance(value, torch.Tensor):
+                        self.tensors.append(value)
+        self.stamps = [_stamp(t) for t in self.tensors]
 
     def unchanged(self):
         """Whether every recorded tensor and submodule is still in place, unedited."""
-        for store, name, value, stamp in self.entries:
-            if store.get(name) is not value or _stamp(value) != stamp:
+        for store, name, value in self.places:
+            if store.get(name) is not value:
                 return False
-        return True
+        return [_stamp(t) for t in self.tensors] == self.stamps
 
 
 def _stamp(value):
-    """A tensor's version counter and storage address; ``None`` for a module.
+    """A tensor's version counter and storage address.
 
     A tensor without a version counter (some torch builds' special tensors) gets a
     fresh object, never equal to the last one: whatever holds it is always rebuilt.
     """
-    if not isinstance(value, torch.Tensor):
-        return None
     version = getattr(value, "_version", None)
     if version is None:
         return object()
