@@ -24,6 +24,12 @@ Sections
 5. ``predict`` on 10k rows against predicting the same rows in hand-made chunks.
 6. ``GridSearchCV`` with ``n_jobs=2`` against ``n_jobs=1`` (50k rows, 8 fits), for
    the first parallel search (which starts the worker processes) and a second one.
+8. Multi-gate training: two binary tasks on section 1's rows; ``fit`` of MMoE (4
+   experts of 64 units, a linear tower per task), CGC (2 shared experts and 1 per
+   task), PLE (the same, 2 levels) and shared-bottom (one 64-unit network), against
+   the single-gate ``MixtureOfExpertsClassifier`` with the same 4 experts on the
+   same two outputs, and against ``MLPClassifier`` with as many active hidden units
+   (256 for the 4 dense experts, 64 for shared-bottom) on the same multilabel target.
 7. On a CUDA device, when torch sees one: samples/s of section 1's model at batch 256
    and 4096 (the estimator copies the data to the device once), the fraction of the
    card's float32 matrix-product peak (timed on an 8192 x 8192 product) that reaches,
@@ -44,7 +50,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 from sklearn.neural_network import MLPClassifier
 
-from skmoe import MixtureOfExpertsClassifier
+from skmoe import MixtureOfExpertsClassifier, MultiGateMoEClassifier
 from skmoe.nn import MixtureOfExperts
 
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
@@ -355,6 +361,60 @@ def section_grid(X, y, args, rows):
         )
 
 
+def section_multigate(X, y, args, rows):
+    epochs = args.epochs
+    tasks = np.column_stack([y % 2, y // 2])  # two binary tasks
+    common = dict(
+        max_iter=epochs,
+        batch_size=256,
+        tol=0.0,
+        n_iter_no_change=10**6,
+        random_state=0,
+        device="cpu",
+        expert_hidden_layer_sizes=(64,),
+    )
+    models = {
+        "single-gate MoE, 4 experts": MixtureOfExpertsClassifier(n_experts=4, **common),
+        "MMoE, 4 experts": MultiGateMoEClassifier(n_experts=4, **common),
+        "CGC, 2 shared + 2 task experts": MultiGateMoEClassifier(
+            architecture="cgc", n_experts=2, n_task_experts=1, **common
+        ),
+        "PLE, 2 levels": MultiGateMoEClassifier(
+            architecture="ple", n_experts=2, n_task_experts=1, **common
+        ),
+        "shared-bottom, 64 units": MultiGateMoEClassifier(
+            architecture="shared_bottom", **common
+        ),
+    }
+    mlps = {
+        width: MLPClassifier(
+            (width,),
+            max_iter=epochs,
+            batch_size=256,
+            tol=0,
+            n_iter_no_change=10**6,
+            random_state=0,
+        )
+        for width in (256, 64)
+    }
+    fns = {name: lambda m=m: m.fit(X, tasks) for name, m in models.items()}
+    fns.update({f"mlp {w}": lambda m=m: m.fit(X, tasks) for w, m in mlps.items()})
+    t = timed_together(fns, args.repeat)
+    single = t["single-gate MoE, 4 experts"]
+    for name in models:
+        mlp = t["mlp 64"] if name.startswith("shared") else t["mlp 256"]
+        width = 64 if name.startswith("shared") else 256
+        rows.append(
+            (
+                f"8. {name} fit",
+                "s / epoch",
+                f"{t[name] / epochs:.3f}",
+                f"{t[name] / single:.2f} x single-gate; "
+                f"{t[name] / mlp:.2f} x MLP({width})",
+            )
+        )
+
+
 def training_flops_per_sample(n_features, n_experts, hidden, n_classes):
     """Matrix-product FLOPs of one training sample: forward pass, then twice it back."""
     forward = 2 * (
@@ -469,6 +529,8 @@ def main():
     section_predict(X, args, rows, moe)
     if "6" not in skip:
         section_grid(X[:50_000], y[:50_000], args, rows)
+    if "8" not in skip:
+        section_multigate(X, y, args, rows)
     if "7" not in skip:
         section_gpu(args, rows)
     print("| measurement | unit | figure | ratio |")

@@ -39,8 +39,10 @@ from ._engine import (
     train,
 )
 from ._engine.objectives import MISSING_CLASS
+from ._fitted_state import finite_or_none, history_from_json, history_to_json
+from ._inference import InferenceCache
 from ._input import check_float32_range, iter_chunks, to_rows
-from ._small_batch import SMALL_BATCH_MAX_ROWS, small_batch_model
+from ._small_batch import SMALL_BATCH_MAX_ROWS
 from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
 
@@ -278,6 +280,14 @@ class BaseMixtureOfExperts(BaseEstimator):
         )
 
     def _fit(self, X, y, sample_weight=None, incremental=False, classes=None):
+        """``fit`` and ``partial_fit``, in named steps.
+
+        Validate the parameters, rows, targets and weights (restoring a fitted
+        estimator if that fails); seed; build the module (or keep it for a warm
+        start); split off the validation rows; configure the engine
+        (:meth:`_training_config`); make the optimizer (:meth:`_prepare_optimizer`);
+        train (:meth:`_train`); set the fitted attributes.
+        """
         reset = not self.__sklearn_is_fitted__() or not (incremental or self.warm_start)
         # Validation sets attributes as it goes (n_features_in_, classes_, ...); if
         # it fails, put back what a fitted estimator had so that it stays usable.
@@ -313,57 +323,20 @@ class BaseMixtureOfExperts(BaseEstimator):
             train_data, valid_data = self._split(
                 X, targets, sample_weight, early_stopping, seed, device
             )
-            config = TrainingConfig(
-                max_epochs=1 if incremental else self.max_iter,
-                batch_size=self._batch_size(len(train_data)),
-                tol=self.tol,
-                n_iter_no_change=self.n_iter_no_change,
-                early_stopping=early_stopping,
-                shuffle=self.shuffle,
-                verbose=self.verbose,
+            config = self._training_config(len(train_data), incremental, early_stopping)
+            self._prepare_optimizer(
+                module, config, sample_weight, device, reset or not incremental
             )
-            if reset or not incremental or not hasattr(self, "_optimizer"):
-                # MLPClassifier's penalty, alpha / 2 * ||W||^2 / batch_size per batch
-                # on weights but not biases, with the batch size counted in sample
-                # weight so that a weight of k still equals k repeated rows.
-                expected_batch_weight = config.batch_size * float(sample_weight.mean())
-                self._optimizer = make_optimizer(
-                    module,
-                    self.learning_rate_init,
-                    self.alpha / expected_batch_weight,
-                    device,
-                )
             if not incremental:
-                history.no_improvement_count = 0
-                history.converged = False
-                history.best_validation_score = -np.inf
-                history.validation_scores = []
-            recorder = _UsageRecorder(self._usage_layers(module))
-            try:
-                train(
-                    module,
-                    objective,
-                    self._optimizer,
-                    train_data,
-                    config,
-                    history,
-                    seed,
-                    valid_data=valid_data,
-                    callbacks=(recorder,),
-                )
-            except TrainingDivergedError:
-                # The moments of a diverged optimizer are not finite; a fresh fit
-                # leaves nothing usable behind, a continued one its last good weights.
-                del self._optimizer
-                if reset and hasattr(self, "module_"):
-                    del self.module_
-                if self.__sklearn_is_fitted__():
-                    self._refresh_inference_module()
-                raise
+                _restart_stopping(history)
+            recorder = self._train(
+                module, objective, train_data, valid_data, config, history, seed, reset
+            )
         self.module_, self.device_, self._history = module, device, history
         if reset:
             self._fitted_network = self._network_signature()
-        self._refresh_inference_module()
+        # Filled at the first prediction: predicting leaves __dict__ as it is.
+        self._inference_cache = InferenceCache()
         self._set_fitted_attributes(history, recorder, early_stopping)
         if not incremental and not history.converged:
             warnings.warn(
@@ -373,6 +346,60 @@ class BaseMixtureOfExperts(BaseEstimator):
                 stacklevel=3,
             )
         return self
+
+    def _training_config(self, n_rows, incremental, early_stopping):
+        """What one call to the engine does: one epoch for ``partial_fit``."""
+        return TrainingConfig(
+            max_epochs=1 if incremental else self.max_iter,
+            batch_size=self._batch_size(n_rows),
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            early_stopping=early_stopping,
+            shuffle=self.shuffle,
+            verbose=self.verbose,
+        )
+
+    def _prepare_optimizer(self, module, config, sample_weight, device, fresh):
+        """A fresh Adam where ``fresh`` (``fit``), else ``partial_fit`` keeps its own.
+
+        The L2 penalty is ``MLPClassifier``'s, ``alpha / 2 * ||W||^2 /
+        batch_size`` per batch on weights but not biases, with the batch size
+        counted in sample weight so that a weight of k still equals k repeated rows.
+        """
+        if fresh or not hasattr(self, "_optimizer"):
+            expected_batch_weight = config.batch_size * float(sample_weight.mean())
+            self._optimizer = make_optimizer(
+                module,
+                self.learning_rate_init,
+                self.alpha / expected_batch_weight,
+                device,
+            )
+
+    def _train(
+        self, module, objective, train_data, valid_data, config, history, seed, reset
+    ):
+        """Run the engine, recording expert usage; undo what a divergence spoiled."""
+        recorder = _UsageRecorder(self._usage_layers(module))
+        try:
+            train(
+                module,
+                objective,
+                self._optimizer,
+                train_data,
+                config,
+                history,
+                seed,
+                valid_data=valid_data,
+                callbacks=(recorder,),
+            )
+        except TrainingDivergedError:
+            # The moments of a diverged optimizer are not finite; a fresh fit
+            # leaves nothing usable behind, a continued one its last good weights.
+            del self._optimizer
+            if reset and hasattr(self, "module_"):
+                del self.module_
+            raise
+        return recorder
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "module_")
@@ -422,6 +449,65 @@ class BaseMixtureOfExperts(BaseEstimator):
             self.best_loss_ = history.best_loss
         self.expert_usage_ = recorder.last_usage()
 
+    # -- fitted state, for persistence --------------------------------------------
+    _FITTED_ATTRIBUTES = (
+        "n_iter_",
+        "loss_curve_",
+        "loss_",
+        "best_loss_",
+        "validation_scores_",
+        "best_validation_score_",
+    )
+
+    def _fitted_state(self):
+        """Everything fitted besides ``module_``'s tensors, as JSON-ready values.
+
+        :mod:`skmoe.persistence` saves this and hands it back to
+        :meth:`_restore_fitted_state`; a new fitted attribute is added to both here
+        (or in the target handling's override) and nowhere else.
+        """
+        attributes = {name: getattr(self, name) for name in self._FITTED_ATTRIBUTES}
+        attributes["loss_curve_"] = list(self.loss_curve_)
+        attributes["best_loss_"] = finite_or_none(self.best_loss_)
+        attributes["expert_usage_"] = np.asarray(self.expert_usage_).tolist()
+        names = getattr(self, "feature_names_in_", None)
+        return {
+            "n_features_in_": int(self.n_features_in_),
+            "feature_names_in_": None if names is None else names.tolist(),
+            "n_outputs_": int(self.n_outputs_),
+            "y_was_1d": bool(self._y_was_1d),
+            "seed": int(self._seed),
+            "n_calls": int(self._n_calls),
+            "device": str(self.device_),
+            "history": history_to_json(self._history),
+            "attributes": attributes,
+        }
+
+    def _restore_fitted_state(self, state):
+        """Set the attributes :meth:`_fitted_state` described; raise on bad ones."""
+        n_features = state["n_features_in_"]
+        n_outputs = state["n_outputs_"]
+        if not (isinstance(n_features, int) and n_features > 0):
+            raise ValueError(f"invalid n_features_in_ {n_features!r}")
+        if not (isinstance(n_outputs, int) and n_outputs > 0):
+            raise ValueError(f"invalid n_outputs_ {n_outputs!r}")
+        self.n_features_in_ = n_features
+        names = state["feature_names_in_"]
+        if names is not None:
+            if len(names) != n_features or not all(isinstance(n, str) for n in names):
+                raise ValueError("feature_names_in_ does not match n_features_in_")
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_outputs_ = n_outputs
+        self._y_was_1d = bool(state["y_was_1d"])
+        self._seed = int(state["seed"])
+        self._n_calls = int(state["n_calls"])
+        self._history = history_from_json(state["history"])
+        self._inference_cache = InferenceCache()
+        attributes = state["attributes"]
+        for name in self._FITTED_ATTRIBUTES:
+            setattr(self, name, attributes[name])
+        self.expert_usage_ = np.asarray(attributes["expert_usage_"], dtype=np.float64)
+
     # -- inference --------------------------------------------------------------------
     def _validate_X(self, X):
         check_is_fitted(self)
@@ -433,41 +519,28 @@ class BaseMixtureOfExperts(BaseEstimator):
             dtype=(np.float64, np.float32),
         )
 
-    def _refresh_inference_module(self):
-        """Make the module that predicts: a float64 copy of ``module_`` on the CPU.
-
-        Training runs in float32; predicting in float64 makes each row's result
-        independent of the other rows in its batch (float32 matrix products round
-        differently for different batch shapes). CUDA devices predict in float32 with
-        ``module_`` itself. Built once per fit so that predicting changes nothing.
-        """
-        if self.device_.type == "cpu":
-            self._predictor = copy.deepcopy(self.module_).double().eval()
-        else:
-            self._predictor = None
-        self._small_batch = (
-            None if self._predictor is None else small_batch_model(self._predictor)
-        )
-
     def _inference_module(self):
-        if self._predictor is None:
-            return self.module_, torch.float32
-        return self._predictor, torch.float64
+        """``(module, dtype, small_batch)`` to predict with, derived from ``module_``.
+
+        On the CPU a float64 copy of ``module_`` and its NumPy small-batch model
+        (see :mod:`skmoe._inference`), rebuilt whenever ``module_`` changed; on
+        CUDA ``module_`` itself in float32.
+        """
+        return self._inference_cache.get(self.module_, self.device_)
 
     def _infer(self, X, fn=None):
         """Run the inference module over validated rows ``X``."""
-        module, dtype = self._inference_module()
+        module, dtype, _ = self._inference_module()
         with torch_threads(getattr(self, "n_threads", None)):
             return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
 
     def _raw_output(self, X):
         X = self._validate_X(X)
-        small_batch = getattr(self, "_small_batch", None)
-        if (
-            small_batch is not None
-            and X.shape[0] <= SMALL_BATCH_MAX_ROWS
-            and not sp.issparse(X)
-        ):
+        if X.shape[0] <= SMALL_BATCH_MAX_ROWS and not sp.issparse(X):
+            small_batch = self._inference_module()[2]
+        else:
+            small_batch = None
+        if small_batch is not None:
             # A handful of rows: NumPy's per-call cost is a fraction of torch's.
             check_float32_range(X)
             return small_batch(X.astype(np.float64, copy=False))
@@ -476,8 +549,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     def __getstate__(self):
         # object.__getstate__ may hand back the live __dict__: copy before editing.
         state = dict(super().__getstate__())
-        state.pop("_predictor", None)
-        state.pop("_small_batch", None)
+        state.pop("_inference_cache", None)  # derived from module_ on demand
         device = state.get("device_")
         if device is not None and device.type != "cpu":
             # Pickle CPU tensors so that the model unpickles on machines without that
@@ -499,7 +571,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             self.module_.to(device)
             self.device_ = device
         if self.__sklearn_is_fitted__():
-            self._refresh_inference_module()
+            self._inference_cache = InferenceCache()
 
     def gate_weights(self, X):
         """Gate weights of each example over the experts.
@@ -525,6 +597,14 @@ class BaseMixtureOfExperts(BaseEstimator):
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
+
+
+def _restart_stopping(history):
+    """A new ``fit`` call (warm or not) restarts the stopping rules' counters."""
+    history.no_improvement_count = 0
+    history.converged = False
+    history.best_validation_score = -np.inf
+    history.validation_scores = []
 
 
 def _drop_unlabelled_rows(X, targets, sample_weight):

@@ -6,11 +6,27 @@ import torch
 from sklearn.base import _fit_context
 
 from ._engine import MultiOutputCrossEntropy
+from ._fitted_state import array_from_json, array_to_json
 from ._targets import LabelCodes, as_2d_target, missing_mask
 
 
 class ClassificationMixin:
     """Label encoding, ``predict``, ``predict_proba``, ``score`` and ``partial_fit``."""
+
+    def _fitted_state(self):
+        state = super()._fitted_state()
+        state["classes"] = [array_to_json(c) for c in self._label_codes.classes]
+        return state
+
+    def _restore_fitted_state(self, state):
+        super()._restore_fitted_state(state)
+        if "classes" not in state:
+            raise ValueError("a classifier file without classes")
+        classes = [array_from_json(c) for c in state["classes"]]
+        if len(classes) != self.n_outputs_ or any(len(c) < 2 for c in classes):
+            raise ValueError("classes do not match n_outputs_")
+        self._label_codes = LabelCodes(classes)
+        self.classes_ = classes[0] if self._y_was_1d else list(classes)
 
     def _validate_targets(self, X, y, reset):
         X, y = self._validate_training_data(X, y, reset, y_numeric=False)

@@ -16,6 +16,22 @@ class RegressionMixin:
     learning rate suits targets of any scale.
     """
 
+    def _fitted_state(self):
+        state = super()._fitted_state()
+        state["target_mean"] = self._scaler.mean.tolist()
+        state["target_scale"] = self._scaler.scale.tolist()
+        return state
+
+    def _restore_fitted_state(self, state):
+        super()._restore_fitted_state(state)
+        scaler = TargetScaler.__new__(TargetScaler)
+        scaler.mean = np.asarray(state["target_mean"], dtype=np.float64)
+        scaler.scale = np.asarray(state["target_scale"], dtype=np.float64)
+        shape = (self.n_outputs_,)
+        if scaler.mean.shape != shape or scaler.scale.shape != shape:
+            raise ValueError("target scaling does not match n_outputs_")
+        self._scaler = scaler
+
     def _validate_targets(self, X, y, reset):
         return self._validate_training_data(X, y, reset, y_numeric=True)
 

@@ -1,24 +1,20 @@
 """NumPy evaluation of skmoe's modules, for predictions on a handful of rows.
 
-Predicting one row through PyTorch costs some 50-60 µs of per-operation overhead
-(dispatch, autograd bookkeeping, tensor creation) for a few microseconds of arithmetic,
-which made a one-row ``predict`` slower than ``MLPClassifier``'s, whose forward pass is
-plain NumPy. For batches of at most :data:`SMALL_BATCH_MAX_ROWS` rows the estimators
-evaluate the same float64 weights here instead. This is the inference-mode forward
-pass of :class:`skmoe.nn.MixtureOfExperts` and
-:class:`skmoe.nn.MultiGateMixtureOfExperts` (no noise, no jitter), and
-``tests/test_small_batch.py`` checks it against the PyTorch modules for every routing
-scheme, activation and architecture.
+Predicting one row through PyTorch costs more per-operation overhead (dispatch,
+autograd bookkeeping, tensor creation) than arithmetic, which made a one-row
+``predict`` slower than ``MLPClassifier``'s, whose forward pass is plain NumPy. For
+batches of at most :data:`SMALL_BATCH_MAX_ROWS` rows the estimators evaluate the
+same float64 weights here instead. This is the inference-mode forward pass of
+:class:`skmoe.nn.MixtureOfExperts` and :class:`skmoe.nn.MultiGateMixtureOfExperts`
+(no noise, no jitter), and ``tests/test_small_batch.py`` checks it against the
+PyTorch modules for every routing scheme, activation and architecture.
 """
 
 import numpy as np
 
-from .nn import MixtureOfExperts, MultiGateMixtureOfExperts
-
-# Up to this many rows NumPy was faster than PyTorch in every configuration measured
-# (one thread; 16 rows: 8 experts top-1 51 µs against 83 µs, 64 experts top-2 133
-# against 257 µs); at 32 rows PyTorch wins with 64 experts (207 against 302 µs).
-SMALL_BATCH_MAX_ROWS = 16
+from .nn import ExpertBank, Gate, MixtureOfExperts, MultiGateMixtureOfExperts
+from .nn.routing import is_proven
+from .nn.thresholds import SMALL_BATCH_MAX_ROWS  # noqa: F401  (re-exported)
 
 
 def _relu(h):
@@ -60,10 +56,7 @@ class _Gate:
 
     def __init__(self, gate):
         self.n_experts = gate.n_experts
-        dense = gate.top_k is None or (
-            gate.top_k == gate.n_experts and gate.gating != "noisy"
-        )
-        self.top_k = None if dense else gate.top_k
+        self.top_k = gate.kept  # the routing spec's rule, as the gate reads it
         self.weight = _array(gate.router.weight).T.copy()
         self.bias = _array(gate.router.bias)
 
@@ -202,9 +195,21 @@ class _Level:
 
 
 def small_batch_model(module):
-    """The NumPy evaluator of ``module``, or ``None`` for modules it does not know."""
+    """The NumPy evaluator of ``module``, or ``None`` for modules it does not know.
+
+    Only the exact classes it mirrors, with plain gates of a routing spec in
+    :data:`skmoe.nn.routing.FAST_SPECS` and plain expert banks, are evaluated here;
+    a subclass of any of them predicts through its own torch forward pass.
+    """
     if type(module) is MixtureOfExperts:
-        return SmallBatchMixture(module)
-    if type(module) is MultiGateMixtureOfExperts:
-        return SmallBatchMultiGate(module)
-    return None
+        model = SmallBatchMixture
+    elif type(module) is MultiGateMixtureOfExperts:
+        model = SmallBatchMultiGate
+    else:
+        return None
+    for sub in module.modules():
+        if isinstance(sub, Gate) and (type(sub) is not Gate or not is_proven(sub.spec)):
+            return None
+        if isinstance(sub, ExpertBank) and type(sub) is not ExpertBank:
+            return None
+    return model(module)

@@ -37,8 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from ._engine import TrainingHistory, resolve_device
-from ._targets import LabelCodes, TargetScaler
+from ._engine import resolve_device
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
 
@@ -57,15 +56,6 @@ _ESTIMATORS = {
     )
 }
 _TUPLE_PARAMS = ("expert_hidden_layer_sizes", "tower_hidden_layer_sizes")
-_HISTORY_FIELDS = (
-    "loss_curve",
-    "validation_scores",
-    "best_loss",
-    "best_validation_score",
-    "no_improvement_count",
-    "n_iter",
-    "converged",
-)
 
 
 def save(estimator, path):
@@ -222,7 +212,7 @@ def _estimator_document(estimator):
     return {
         "estimator": name,
         "params": _params_to_json(estimator.get_params(deep=False)),
-        "fitted": _fitted_to_json(estimator),
+        "fitted": estimator._fitted_state(),
     }
 
 
@@ -265,7 +255,6 @@ def _load_estimator(document, tensors, device):
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError("it holds non-finite weights.")
     estimator.module_.eval()
-    estimator._refresh_inference_module()
     return estimator
 
 
@@ -389,7 +378,7 @@ def _rebuild(document, shapes, device):
         raise ValueError(f"the file's parameters are invalid: {exc}") from None
     estimator._check_routing()
     fitted = document["fitted"]
-    _restore_fitted(estimator, fitted)
+    estimator._restore_fitted_state(fitted)
     if device is None:
         try:
             target = resolve_device(fitted["device"])
@@ -445,121 +434,3 @@ def _params_from_json(params, estimator):
         if isinstance(params.get(key), list):
             params[key] = tuple(params[key])
     return params
-
-
-def _finite_or_none(value):
-    return value if value is None or math.isfinite(value) else None
-
-
-def _array_to_json(array):
-    array = np.asarray(array)
-    if array.dtype.kind not in "biufUO":
-        raise TypeError(f"cannot save an array of dtype {array.dtype}")
-    return {"dtype": array.dtype.str, "values": array.tolist()}
-
-
-def _array_from_json(entry):
-    dtype = np.dtype(entry["dtype"])
-    if dtype.kind not in "biufUO":
-        raise TypeError(f"unsupported dtype {dtype} in the file")
-    values = entry["values"]
-    if dtype.kind == "O":
-        for value in values:
-            if not isinstance(value, (str, int, float, bool)):
-                raise TypeError("object arrays may only hold strings and numbers")
-        array = np.empty(len(values), dtype=object)
-        array[:] = values
-        return array
-    return np.asarray(values, dtype=dtype)
-
-
-def _fitted_to_json(est):
-    history = est._history
-    fitted = {
-        "n_features_in_": int(est.n_features_in_),
-        "feature_names_in_": (
-            est.feature_names_in_.tolist()
-            if hasattr(est, "feature_names_in_")
-            else None
-        ),
-        "n_outputs_": int(est.n_outputs_),
-        "y_was_1d": bool(est._y_was_1d),
-        "seed": int(est._seed),
-        "n_calls": int(est._n_calls),
-        "device": str(est.device_),
-        "history": {
-            "loss_curve": list(history.loss_curve),
-            "validation_scores": list(history.validation_scores),
-            "best_loss": _finite_or_none(history.best_loss),
-            "best_validation_score": _finite_or_none(history.best_validation_score),
-            "no_improvement_count": int(history.no_improvement_count),
-            "n_iter": int(history.n_iter),
-            "converged": bool(history.converged),
-        },
-        "attributes": {
-            "n_iter_": int(est.n_iter_),
-            "loss_curve_": list(est.loss_curve_),
-            "loss_": float(est.loss_),
-            "best_loss_": est.best_loss_,
-            "validation_scores_": est.validation_scores_,
-            "best_validation_score_": est.best_validation_score_,
-            "expert_usage_": np.asarray(est.expert_usage_).tolist(),
-        },
-    }
-    if hasattr(est, "_label_codes"):
-        fitted["classes"] = [_array_to_json(c) for c in est._label_codes.classes]
-    if hasattr(est, "_scaler"):
-        fitted["target_mean"] = est._scaler.mean.tolist()
-        fitted["target_scale"] = est._scaler.scale.tolist()
-    return fitted
-
-
-def _restore_fitted(est, fitted):
-    n_features = fitted["n_features_in_"]
-    n_outputs = fitted["n_outputs_"]
-    if not (isinstance(n_features, int) and n_features > 0):
-        raise ValueError(f"invalid n_features_in_ {n_features!r}")
-    if not (isinstance(n_outputs, int) and n_outputs > 0):
-        raise ValueError(f"invalid n_outputs_ {n_outputs!r}")
-    est.n_features_in_ = n_features
-    names = fitted["feature_names_in_"]
-    if names is not None:
-        if len(names) != n_features or not all(isinstance(n, str) for n in names):
-            raise ValueError("feature_names_in_ does not match n_features_in_")
-        est.feature_names_in_ = np.asarray(names, dtype=object)
-    est.n_outputs_ = n_outputs
-    est._y_was_1d = bool(fitted["y_was_1d"])
-    est._seed = int(fitted["seed"])
-    est._n_calls = int(fitted["n_calls"])
-    if "classes" in fitted:
-        classes = [_array_from_json(c) for c in fitted["classes"]]
-        if len(classes) != n_outputs or any(len(c) < 2 for c in classes):
-            raise ValueError("classes do not match n_outputs_")
-        est._label_codes = LabelCodes(classes)
-        est.classes_ = classes[0] if est._y_was_1d else list(classes)
-    elif hasattr(type(est), "predict_proba"):
-        raise ValueError("a classifier file without classes")
-    if "target_mean" in fitted:
-        scaler = TargetScaler.__new__(TargetScaler)
-        scaler.mean = np.asarray(fitted["target_mean"], dtype=np.float64)
-        scaler.scale = np.asarray(fitted["target_scale"], dtype=np.float64)
-        if scaler.mean.shape != (n_outputs,) or scaler.scale.shape != (n_outputs,):
-            raise ValueError("target scaling does not match n_outputs_")
-        est._scaler = scaler
-    history = TrainingHistory(**{k: fitted["history"][k] for k in _HISTORY_FIELDS})
-    if history.best_loss is None:
-        history.best_loss = math.inf
-    if history.best_validation_score is None:
-        history.best_validation_score = -math.inf
-    est._history = history
-    attributes = fitted["attributes"]
-    for key in (
-        "n_iter_",
-        "loss_curve_",
-        "loss_",
-        "best_loss_",
-        "validation_scores_",
-        "best_validation_score_",
-    ):
-        setattr(est, key, attributes[key])
-    est.expert_usage_ = np.asarray(attributes["expert_usage_"], dtype=np.float64)

@@ -89,4 +89,6 @@ def test_speed_benchmark_runs_in_quick_mode():
     assert "| measurement | unit | figure | ratio |" in out
     assert "1. skmoe fit, defaults (balancing on)" in out
     assert "5. predict 10k rows in one call" in out
+    assert "8. MMoE, 4 experts fit" in out
+    assert "x single-gate" in out
     assert "| 7. " in out  # the GPU section reports its figures or why it has none

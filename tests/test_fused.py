@@ -1,10 +1,13 @@
-"""The fused training pass and the engine's closed-form step against autograd.
+"""The fused training pass and the layer's autograd-free step against autograd.
 
 Every written-out gradient is checked against autograd's gradient of the composed
-layer (``fused_training = False``), in float64, for each routing, activation, depth and
-dispatch layout, and against finite differences with ``gradcheck``.
+layer (``fused_training = False``), in float64, for each registered routing spec,
+activation, depth and dispatch layout, with and without sample weights, and against
+finite differences with ``gradcheck``. Each objective's closed-form gradient is
+checked against autograd of its own ``row_loss`` in float64 and float32.
 """
 
+import copy
 import gc
 import itertools
 import weakref
@@ -12,7 +15,6 @@ import weakref
 import pytest
 import torch
 
-import skmoe._engine.trainer
 from skmoe._engine import (
     Batches,
     DenseRows,
@@ -21,9 +23,10 @@ from skmoe._engine import (
     make_optimizer,
     run_epoch,
 )
-from skmoe._engine.closed_form import closed_form_step
-from skmoe.nn import MixtureOfExperts, auxiliary_loss
+from skmoe._engine.trainer import task_loss_and_grad
+from skmoe.nn import ExpertBank, Gate, MixtureOfExperts, auxiliary_loss
 from skmoe.nn.fused import fused_mixture
+from skmoe.nn.routing import FAST_SPECS, SPECS, RoutingSpec
 
 ROUTINGS = [
     dict(top_k=None),
@@ -35,6 +38,9 @@ ROUTINGS = [
     dict(gating="switch"),
     dict(top_k=4),  # every expert kept: dense routing
 ]
+# Every registered gating type is served by the fast paths and so is covered here.
+assert {r.get("gating", "softmax") for r in ROUTINGS} == set(SPECS)
+assert set(SPECS.values()) == FAST_SPECS
 LAYOUTS = ["dense", "dispatch", "overflow"]
 
 
@@ -58,7 +64,7 @@ def _layer(routing, activation="relu", hidden=(7,), layout="dispatch", seed=0):
     return layer.train()
 
 
-def _pass(layer, x, fused, seed=1):
+def _pass(layer, x, fused, seed=1, sample_weight=None):
     """Output, balancing loss, usage and every gradient of one training pass."""
     layer.fused_training = fused
     layer.zero_grad(set_to_none=True)
@@ -66,7 +72,7 @@ def _pass(layer, x, fused, seed=1):
     x = x.clone().requires_grad_(True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # noisy and switch gates draw the same numbers
-        out = layer(x)
+        out = layer(x, sample_weight=sample_weight)
     aux = auxiliary_loss(layer)
     weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
     ((out * weights).sum() + 3.0 * aux).backward()
@@ -85,8 +91,12 @@ def _pass(layer, x, fused, seed=1):
 def test_fused_pass_equals_autograd_of_the_composed_layer(routing, layout, n_rows):
     layer = _layer(routing, layout=layout)
     x = torch.randn(n_rows, 5, dtype=torch.float64)
-    fused = _pass(layer, x, fused=True)
-    composed = _pass(layer, x, fused=False)
+    # Row weights (one of them zero) weigh the balancing statistics in both passes.
+    w = torch.rand(n_rows, dtype=torch.float64) if n_rows > 9 else None
+    if w is not None:
+        w[0] = 0.0
+    fused = _pass(layer, x, fused=True, sample_weight=w)
+    composed = _pass(layer, x, fused=False, sample_weight=w)
     for a, b in zip(fused[:4], composed[:4], strict=True):
         torch.testing.assert_close(a, b)
     assert fused[4].keys() == composed[4].keys()
@@ -208,15 +218,31 @@ def _targets(name, n_rows, gen):
 
 
 @pytest.mark.parametrize("objective_name", list(OBJECTIVES))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_closed_form_objective_gradient_equals_autograd(objective_name, dtype):
+    objective = OBJECTIVES[objective_name]()
+    gen = torch.Generator().manual_seed(4)
+    out = torch.randn(50, objective.n_outputs, generator=gen, dtype=torch.float64)
+    y = _targets(objective_name, 50, gen)
+    out = out.to(dtype).requires_grad_(True)
+    y = y.to(dtype) if y.is_floating_point() else y
+    (expected,) = torch.autograd.grad(objective.row_loss(out, y).sum(), out)
+    torch.testing.assert_close(objective.row_grad(out.detach(), y), expected)
+
+
+@pytest.mark.parametrize("objective_name", list(OBJECTIVES))
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_closed_form_step_equals_autograd(objective_name, routing, weighted):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_training_step_equals_autograd(objective_name, routing, weighted, dtype):
     objective = OBJECTIVES[objective_name]()
     out_width = objective.n_outputs
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(120, 5, generator=gen, dtype=torch.float64)
+    x = torch.randn(120, 5, generator=gen, dtype=torch.float64).to(dtype)
     y = _targets(objective_name, 120, gen)
+    y = y.to(dtype) if y.is_floating_point() else y
     w = torch.rand(120, generator=gen, dtype=torch.float64) if weighted else None
+    w = None if w is None else w.to(dtype)
 
     def layer():
         with torch.random.fork_rng():
@@ -225,7 +251,7 @@ def test_closed_form_step_equals_autograd(objective_name, routing, weighted):
                 MixtureOfExperts(
                     5, out_width, n_experts=4, min_dispatch_savings=0, **routing
                 )
-                .double()
+                .to(dtype)
                 .train()
             )
 
@@ -233,45 +259,138 @@ def test_closed_form_step_equals_autograd(objective_name, routing, weighted):
     reference.fused_training = False
     with torch.random.fork_rng():
         torch.manual_seed(5)
-        row_loss = objective.row_loss(reference(x), y)
+        row_loss = objective.row_loss(reference(x, sample_weight=w), y)
     task = row_loss.mean() if w is None else (row_loss * w).sum() / w.sum()
     expected_loss = task + auxiliary_loss(reference)
     expected_loss.backward()
 
     module = layer()
-    step = closed_form_step(module, objective)
-    assert step is not None
     with torch.random.fork_rng():
         torch.manual_seed(5)
-        loss = step(x, y, w, 120 if w is None else w.sum())
-    torch.testing.assert_close(loss, expected_loss.detach())
+        total = 120 if w is None else w.sum()
+        loss = module.training_step(x, task_loss_and_grad(objective, y, w, total), w)
+    tolerance = {} if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss, expected_loss.detach(), **tolerance)
     for (name, p), q in zip(
         module.named_parameters(), reference.parameters(), strict=True
     ):
         if q.grad is None:
             assert p.grad is None, name
         else:
-            torch.testing.assert_close(p.grad, q.grad, msg=name)
-    torch.testing.assert_close(module.expert_usage(), reference.expert_usage())
+            torch.testing.assert_close(p.grad, q.grad, msg=name, **tolerance)
+    torch.testing.assert_close(
+        module.expert_usage(), reference.expert_usage(), **tolerance
+    )
 
 
 class _Subclass(MixtureOfExperts):
     pass
 
 
-def test_closed_form_step_applies_only_where_its_gradients_are_exact():
-    objective = MultiOutputCrossEntropy([3])
-    plain = MixtureOfExperts(5, 3, n_experts=4)
-    assert closed_form_step(plain, objective) is not None
-    assert closed_form_step(_Subclass(5, 3, n_experts=4), objective) is None
-    assert closed_form_step(torch.nn.Sequential(plain), objective) is None
+class _CosineGate(Gate):
+    """A new scoring rule: cosine similarity between the row and each expert's
+    router weight, times a learned temperature."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.temperature = torch.nn.Parameter(torch.tensor(3.0))
+
+    def score_inputs(self, x):
+        saved = super().score_inputs(x)
+        w = torch.nn.functional.normalize(self.router.weight, dim=1)
+        logits = torch.nn.functional.normalize(x, dim=1) @ w.t() * self.temperature
+        return saved._replace(logits=logits)
+
+
+class _DoubledBank(ExpertBank):
+    def forward(self, x, experts=None):
+        return 2.0 * super().forward(x, experts)
+
+
+def _square_loss(y):
+    def loss_and_grad(out):
+        return 0.5 * (out - y).square().sum() / len(y), (out - y) / len(y)
+
+    return loss_and_grad
+
+
+def test_training_step_applies_only_where_its_gradients_are_exact():
+    x, y = torch.randn(8, 5), torch.randn(8, 3)
+    plain = MixtureOfExperts(5, 3, n_experts=4).train()
+    assert plain.training_step(x, _square_loss(y)) is not None
+    assert _Subclass(5, 3, n_experts=4).training_step(x, _square_loss(y)) is None
     plain.fused_training = False
-    assert closed_form_step(plain, objective) is None
+    assert plain.training_step(x, _square_loss(y)) is None
     frozen = MixtureOfExperts(5, 3, n_experts=4)
     frozen.gate.router.weight.requires_grad_(False)
-    assert closed_form_step(frozen, objective) is None
+    assert frozen.training_step(x, _square_loss(y)) is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert closed_form_step(MixtureOfExperts(5, 3, n_experts=4), objective) is None
+        layer = MixtureOfExperts(5, 3, n_experts=4)
+        assert layer.training_step(x, _square_loss(y)) is None
+    # A gating spec not proven on the fast paths, a subclass of the gate or of the
+    # expert bank: reference pass and autograd.
+    layer = MixtureOfExperts(5, 3, n_experts=4, top_k=2)
+    layer.gate = Gate(5, 4, top_k=2, gating=RoutingSpec("unproven"))
+    assert not layer.uses_fast_path()
+    layer.gate = _CosineGate(5, 4, top_k=2)
+    assert not layer.uses_fast_path()
+    assert layer.training_step(x, _square_loss(y)) is None
+    layer = MixtureOfExperts(5, 3, n_experts=4, top_k=2)
+    layer.experts = _DoubledBank(4, 5, 3, hidden_layer_sizes=(32,))
+    assert not layer.uses_fast_path()
+
+
+def _by_hand(layer, x, top_k):
+    """The layer's output composed from the cosine gate's rule, with no skmoe pass."""
+    logits = layer.gate.score_inputs(x).logits
+    if top_k is None:
+        weights = torch.softmax(logits, dim=1)
+    else:
+        top, chosen = logits.topk(top_k, dim=1)
+        weights = torch.zeros_like(logits).scatter(1, chosen, torch.softmax(top, 1))
+    expert_out = layer.experts.forward_shared(x)  # (n_experts, batch, out)
+    return torch.einsum("ne,eno->no", weights, expert_out)
+
+
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_a_gate_with_its_own_scoring_rule_trains_with_autograds_gradients(top_k):
+    torch.manual_seed(0)
+    layer = MixtureOfExperts(
+        5, 3, n_experts=4, top_k=top_k, load_balancing_coef=0, router_z_loss_coef=0
+    )
+    layer.gate = _CosineGate(5, 4, top_k=top_k)
+    layer.double()
+    x = torch.randn(40, 5, dtype=torch.float64)
+    y = torch.randn(40, 3, dtype=torch.float64)
+    data = Batches(DenseRows(x), y, torch.ones(40, dtype=torch.float64))
+    optimizer = make_optimizer(layer, 1e-2, 0.0, torch.device("cpu"))
+
+    def epoch():
+        return float(
+            run_epoch(layer, MeanSquaredError(3), optimizer, data, 40, None, False)
+        )
+
+    # One batch an epoch: after it, each .grad is the gradient at the weights the
+    # epoch started from; it equals autograd's of the rule composed by hand.
+    before = {n: p.detach().clone() for n, p in layer.named_parameters()}
+    first = epoch()
+    reference = copy.deepcopy(layer)
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            p.copy_(before[name])
+    loss = 0.5 * (_by_hand(reference, x, top_k) - y).square().mean()
+    expected = torch.autograd.grad(
+        loss, list(reference.parameters()), allow_unused=True
+    )
+    for (name, p), want in zip(layer.named_parameters(), expected, strict=True):
+        if want is None:  # the router's bias: the cosine rule ignores it
+            assert p.grad is None, name
+        else:
+            torch.testing.assert_close(p.grad, want, msg=name)
+    assert layer.gate.temperature.grad.abs() > 0
+    for _ in range(30):
+        last = epoch()
+    assert last < 0.9 * first  # and it trains
 
 
 def test_an_epoch_takes_the_same_path_as_autograd(monkeypatch):
@@ -303,17 +422,17 @@ def test_an_epoch_takes_the_same_path_as_autograd(monkeypatch):
         return losses, module
 
     calls = []
-    original = skmoe._engine.trainer.closed_form_step
+    original = MixtureOfExperts.training_step
 
-    def spy(module, objective):
-        step = original(module, objective)
-        calls.append(step is not None)
-        return step
+    def spy(self, *args):
+        loss = original(self, *args)
+        calls.append(loss is not None)
+        return loss
 
-    monkeypatch.setattr(skmoe._engine.trainer, "closed_form_step", spy)
+    monkeypatch.setattr(MixtureOfExperts, "training_step", spy)
     fast_losses, fast_module = train(True)
     slow_losses, slow_module = train(False)
-    assert calls == [True] * 3 + [False] * 3
+    assert calls == [True] * 15 + [False] * 3  # 5 batches an epoch; one try each
     assert fast_losses == pytest.approx(slow_losses, rel=1e-4)
     for p, q in zip(fast_module.parameters(), slow_module.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)

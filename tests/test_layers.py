@@ -16,6 +16,7 @@ STDLIB = {
     "contextlib",
     "copy",
     "dataclasses",
+    "inspect",
     "itertools",
     "math",
     "os",

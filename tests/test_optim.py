@@ -177,3 +177,28 @@ def test_lean_adam_steps_under_a_grad_scaler_as_fused_adam_does(inf_at):
     lean = run(lambda p: LeanAdam(p, lr=1e-2))
     assert torch.isfinite(lean).all()
     assert torch.equal(lean, run(lambda p: torch.optim.Adam(p, lr=1e-2, fused=True)))
+
+
+def test_without_the_private_kernels_every_step_is_torchs_own(monkeypatch):
+    # The fallback branch: where the private kernels are missing, LeanAdam is
+    # torch.optim.Adam(fused=True) step for step.
+    import skmoe._engine.optim as optim
+
+    class _OldTorch:
+        __version__ = "2.3.1"
+
+    class _NoKernels:
+        __version__ = "2.13.0"
+
+    assert not optim.lean_step_supported(_OldTorch)
+    assert not optim.lean_step_supported(_NoKernels)
+    monkeypatch.setattr(optim, "LEAN_STEP", False)
+    lean_model, ref_model = _model(), _model()
+    lean = LeanAdam(_groups(lean_model), lr=1e-2)
+    ref = torch.optim.Adam(_groups(ref_model), lr=1e-2, fused=True)
+    calls = []
+    monkeypatch.setattr(LeanAdam, "_lean_step", lambda self, plan: calls.append(1))
+    _train(lean_model, lean, 5)
+    _train(ref_model, ref, 5)
+    assert not calls  # never tried
+    _assert_same(lean_model, ref_model)

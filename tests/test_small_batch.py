@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import skmoe._base
 from skmoe import (
     MixtureOfExpertsClassifier,
     MixtureOfExpertsRegressor,
@@ -75,20 +76,18 @@ def _fitted(estimator, y_kind):
     ],
     ids=["classifier top-2", "two-output classifier", "switch regressor"],
 )
-def test_small_batches_predict_as_the_torch_path_does(estimator, y_kind):
+def test_small_batches_predict_as_the_torch_path_does(estimator, y_kind, monkeypatch):
     estimator.set_params(random_state=0, device="cpu")
     fitted, X = _fitted(estimator, y_kind)
-    assert fitted._small_batch is not None
+    assert fitted._inference_module()[2] is not None
     for n_rows in (1, 2, SMALL_BATCH_MAX_ROWS):
         rows = X[:n_rows]
         numpy_path = fitted.predict(rows)
         numpy_raw = fitted._raw_output(rows)
-        small_batch, fitted._small_batch = fitted._small_batch, None
-        try:
+        with monkeypatch.context() as torch_only:
+            torch_only.setattr(skmoe._base, "SMALL_BATCH_MAX_ROWS", 0)
             torch_path = fitted.predict(rows)
             torch_raw = fitted._raw_output(rows)
-        finally:
-            fitted._small_batch = small_batch
         if numpy_path.dtype.kind == "f":
             np.testing.assert_allclose(numpy_path, torch_path, rtol=1e-10)
         else:
@@ -107,7 +106,8 @@ def test_small_batch_path_survives_pickling_and_skips_sparse_input():
         MixtureOfExpertsClassifier(max_iter=5, random_state=0), "classes"
     )
     restored = pickle.loads(pickle.dumps(fitted))
-    assert restored._small_batch is not None
+    assert restored._inference_cache.predictor is None  # derived, not pickled
+    assert restored._inference_module()[2] is not None
     np.testing.assert_array_equal(restored.predict(X[:3]), fitted.predict(X[:3]))
     np.testing.assert_array_equal(
         fitted.predict(sp.csr_matrix(X[:3])), fitted.predict(X[:3])
@@ -162,17 +162,17 @@ def test_numpy_forward_matches_the_multi_gate_module(
     ],
     ids=["ple classifier", "top-2 mmoe regressor"],
 )
-def test_multi_gate_small_batches_predict_as_the_torch_path_does(estimator, y_kind):
+def test_multi_gate_small_batches_predict_as_the_torch_path_does(
+    estimator, y_kind, monkeypatch
+):
     estimator.set_params(random_state=0, device="cpu")
     fitted, X = _fitted(estimator, y_kind)
-    assert isinstance(fitted._small_batch, SmallBatchMultiGate)
+    assert isinstance(fitted._inference_module()[2], SmallBatchMultiGate)
     rows = X[:SMALL_BATCH_MAX_ROWS]
     numpy_raw = fitted._raw_output(rows)
-    small_batch, fitted._small_batch = fitted._small_batch, None
-    try:
+    with monkeypatch.context() as torch_only:
+        torch_only.setattr(skmoe._base, "SMALL_BATCH_MAX_ROWS", 0)
         torch_raw = fitted._raw_output(rows)
-    finally:
-        fitted._small_batch = small_batch
     np.testing.assert_allclose(numpy_raw, torch_raw, rtol=1e-10, atol=1e-12)
     restored = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_allclose(restored.predict(X[:2]), fitted.predict(X[:2]))
@@ -190,3 +190,30 @@ def test_identity_activation_models_pickle(estimator):
     fitted, X = _fitted(estimator.set_params(random_state=0), "values")
     restored = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_allclose(restored.predict(X), fitted.predict(X))
+
+
+@pytest.mark.parametrize("n_rows", [1, 40])  # the NumPy path and the torch path
+def test_predict_follows_edits_to_module_after_fit(n_rows):
+    fitted, X = _fitted(
+        MixtureOfExpertsRegressor(max_iter=5, random_state=0, device="cpu"), "values"
+    )
+    rows = X[:n_rows]
+    before = fitted.predict(rows)
+    with torch.no_grad():  # an in-place edit: every expert's last bias moves by 1
+        fitted.module_.experts.biases[-1].add_(1.0)
+    shifted = fitted.predict(rows)
+    np.testing.assert_allclose(shifted, before + fitted._scaler.scale, rtol=1e-6)
+    # a replaced parameter, and weights loaded back
+    original = {k: v.clone() for k, v in fitted.module_.state_dict().items()}
+    bias = fitted.module_.gate.router.bias
+    favoured = bias.detach().clone()
+    favoured[0] += 5.0  # the gate now favours expert 0
+    fitted.module_.gate.router.bias = torch.nn.Parameter(favoured)
+    assert not np.allclose(fitted.predict(rows), shifted)
+    fitted.module_.gate.router.bias = bias
+    fitted.module_.load_state_dict(original)
+    np.testing.assert_allclose(fitted.predict(rows), shifted, rtol=1e-12)
+    # predicting again with nothing changed reuses what was derived
+    cache = fitted._inference_cache.predictor
+    fitted.predict(rows)
+    assert fitted._inference_cache.predictor is cache

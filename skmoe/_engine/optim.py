@@ -2,23 +2,50 @@
 
 ``torch.optim.Adam(fused=True).step`` launches two kernels per parameter group (the
 step counters' increment and the fused update), but first walks every parameter to
-rebuild its lists of gradients and moments, groups them by device and dtype and checks
-its options: about 30 µs of Python per step on the benchmark machine, as much as the
-update itself for a tabular model with a dozen parameter tensors. :class:`LeanAdam` is
-that optimiser, unchanged in its state, its ``state_dict`` and its results (equal bit
-for bit, which is tested); once a first ordinary step has created the state, it keeps
-the lists and calls the same two kernels directly while nothing has changed.
+rebuild its lists of gradients and moments, groups them by device and dtype and
+checks its options: Python that costs as much as the update itself for a tabular
+model with a dozen parameter tensors. :class:`LeanAdam` is that optimiser, unchanged
+in its state, its ``state_dict`` and its results (equal bit for bit, which is
+tested); once a first ordinary step has created the state, it keeps the lists and
+calls the same two kernels directly while nothing has changed.
 """
 
 from typing import NamedTuple
 
 import torch
 
+# The lean step calls two of torch's private kernels, whose signatures it was
+# tested against from torch 2.4 (the floor) on. Where they are missing or the torch
+# is older, every step is the ordinary one (tests cover both branches).
+_LEAN_KERNELS = ("_fused_adam_", "_foreach_add_")
+
+
+def lean_step_supported(torch_module=torch):
+    """Whether ``torch_module`` has the private kernels the lean step calls.
+
+    Examples
+    --------
+    >>> lean_step_supported()
+    True
+    """
+    version = torch_module.__version__.split("+")[0].split(".")
+    try:
+        major_minor = (int(version[0]), int(version[1]))
+    except (IndexError, ValueError):
+        return False
+    return major_minor >= (2, 4) and all(
+        callable(getattr(torch_module, name, None)) for name in _LEAN_KERNELS
+    )
+
+
+LEAN_STEP = lean_step_supported()
+
 
 class LeanAdam(torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` with a lean ``step`` for the steady state.
 
-    The lean step is taken when no closure is given, every parameter of every group
+    The lean step is taken when this torch has the kernels it calls
+    (:func:`lean_step_supported`), no closure is given, every parameter of every group
     has a gradient, no ``GradScaler`` is stepping it, and the groups and their options
     are those of the last ordinary step. In any other case (the first step, a
     parameter without a gradient, a changed learning rate, betas or eps, an added
@@ -49,7 +76,7 @@ class LeanAdam(torch.optim.Adam):
 
     def step(self, closure=None):
         plan = self._lean_plan
-        if closure is None and plan is not None and self._lean_step(plan):
+        if closure is None and plan is not None and LEAN_STEP and self._lean_step(plan):
             return None
         loss = super().step(closure)
         self._lean_plan = self._build_plan()

@@ -5,13 +5,13 @@ It knows modules, tensors and objectives, not estimators: the estimator layer ha
 row sources and a configuration and reads back a :class:`TrainingHistory`.
 """
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
 import torch
 
 from ..nn.layer import collect_aux_losses
-from .closed_form import closed_form_step
 from .progress import EpochProgress
 from .seeding import permutation_generator
 
@@ -90,8 +90,12 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
     # The layers that store a balancing loss, found once rather than by walking
     # every submodule at every step.
     holders = [sub for sub in module.modules() if "aux_loss" in sub.__dict__]
-    # Where every gradient has a closed form, the step skips autograd entirely.
-    fast_step = closed_form_step(module, objective)
+    # The module's own written-out step, where it has one and the objective's
+    # gradient has a closed form; else autograd.
+    fast_step = getattr(module, "training_step", None)
+    if getattr(objective, "row_grad", None) is None:
+        fast_step = None
+    weighs_rows = accepts_sample_weight(module)
     for start in range(0, n_rows, batch_size):
         index = order[start : start + batch_size]
         x = data.rows.take(index)
@@ -102,11 +106,15 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
         else:
             w = data.weights.index_select(0, index)
             batch_weight = w.sum()
+        loss = None
         if fast_step is not None:
             w_total = batch_weight if w is None else batch_weight.clamp(min=tiny)
-            loss = fast_step(x, y, w, w_total)
-        else:
-            row_loss = objective.row_loss(module(x), y)
+            loss = fast_step(x, task_loss_and_grad(objective, y, w, w_total), w)
+            if loss is None:  # the module has no written-out step: autograd
+                fast_step = None
+        if loss is None:
+            out = module(x, sample_weight=w) if weighs_rows else module(x)
+            row_loss = objective.row_loss(out, y)
             if w is None:
                 task = row_loss.mean()
             else:
@@ -123,6 +131,32 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
     if data.uniform_weights:
         return total / max(n_rows, 1)
     return total / data.weights.sum().clamp(min=tiny)
+
+
+def task_loss_and_grad(objective, targets, weights, batch_weight):
+    """The ``loss_and_grad`` callable a module's ``training_step`` takes.
+
+    It maps a batch's outputs to the sample-weighted mean of ``objective.row_loss``
+    and that mean's gradient, from ``objective.row_grad``.
+    """
+
+    def loss_and_grad(out):
+        row_loss = objective.row_loss(out, targets)
+        row_grad = objective.row_grad(out, targets)
+        if weights is None:
+            return row_loss.mean(), row_grad.div_(out.shape[0])
+        scale = weights / batch_weight
+        return torch.dot(row_loss, scale), row_grad.mul_(scale.unsqueeze(1))
+
+    return loss_and_grad
+
+
+def accepts_sample_weight(module):
+    """Whether ``module``'s forward takes ``sample_weight`` for its balancing losses."""
+    try:
+        return "sample_weight" in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @torch.no_grad()

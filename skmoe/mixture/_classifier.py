@@ -3,10 +3,12 @@
 from sklearn.base import ClassifierMixin
 
 from .._classification import ClassificationMixin
-from ._single_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, SingleGateMixin
+from ._single_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, SingleGateEstimator
 
 
-class MixtureOfExpertsClassifier(ClassificationMixin, ClassifierMixin, SingleGateMixin):
+class MixtureOfExpertsClassifier(
+    ClassificationMixin, ClassifierMixin, SingleGateEstimator
+):
     __doc__ = f"""Mixture-of-experts classifier: a gate routes examples to expert MLPs.
 
     Binary, multiclass and multi-output (multilabel or multiclass-multioutput)

@@ -3,10 +3,10 @@
 from sklearn.base import RegressorMixin
 
 from .._regression import RegressionMixin
-from ._single_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, SingleGateMixin
+from ._single_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, SingleGateEstimator
 
 
-class MixtureOfExpertsRegressor(RegressionMixin, RegressorMixin, SingleGateMixin):
+class MixtureOfExpertsRegressor(RegressionMixin, RegressorMixin, SingleGateEstimator):
     __doc__ = f"""Mixture-of-experts regressor: a gate routes examples to expert MLPs.
 
     Single- and multi-output regression with a squared-error loss. Targets are

@@ -102,7 +102,7 @@ ATTRIBUTES_DOC = """\
 """
 
 
-class SingleGateMixin(BaseMixtureOfExperts):
+class SingleGateEstimator(BaseMixtureOfExperts):
     """Builds one :class:`skmoe.nn.MixtureOfExperts` mapping features to outputs."""
 
     def __init__(

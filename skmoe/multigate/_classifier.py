@@ -3,10 +3,10 @@
 from sklearn.base import ClassifierMixin
 
 from .._classification import ClassificationMixin
-from ._multi_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, MultiGateMixin
+from ._multi_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, MultiGateEstimator
 
 
-class MultiGateMoEClassifier(ClassificationMixin, ClassifierMixin, MultiGateMixin):
+class MultiGateMoEClassifier(ClassificationMixin, ClassifierMixin, MultiGateEstimator):
     __doc__ = f"""Multi-task classifier: shared experts, a gate and a tower per task.
 
     ``y`` has one column per task; every task has its own classes (binary or

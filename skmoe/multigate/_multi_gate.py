@@ -131,7 +131,7 @@ ATTRIBUTES_DOC = """\
 """
 
 
-class MultiGateMixin(BaseMixtureOfExperts):
+class MultiGateEstimator(BaseMixtureOfExperts):
     """Builds one :class:`skmoe.nn.MultiGateMixtureOfExperts` with a tower per task."""
 
     _parameter_constraints: dict = {

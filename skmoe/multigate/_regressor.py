@@ -3,10 +3,10 @@
 from sklearn.base import RegressorMixin
 
 from .._regression import RegressionMixin
-from ._multi_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, MultiGateMixin
+from ._multi_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, MultiGateEstimator
 
 
-class MultiGateMoERegressor(RegressionMixin, RegressorMixin, MultiGateMixin):
+class MultiGateMoERegressor(RegressionMixin, RegressorMixin, MultiGateEstimator):
     __doc__ = f"""Multi-task regressor: shared experts, a gate and a tower per task.
 
     ``y`` has one column per task; ``predict`` returns ``(n_samples, n_tasks)``. Each

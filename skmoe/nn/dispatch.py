@@ -10,10 +10,7 @@ from typing import NamedTuple
 
 import torch
 
-# An overflow buffer for crowded experts pays off once it saves this many padded slots
-# (benchmarks/speed.py on a CPU: 64 experts, top-2, 9% faster epochs; 16 and 32
-# experts, level).
-TIER_MIN_SAVED_SLOTS = 512
+from .thresholds import TIER_MIN_SAVED_SLOTS
 
 
 class DispatchPlan(NamedTuple):

@@ -21,10 +21,9 @@ in one node whose backward pass is written out:
   log-sum-exp being ``max(logits) - log(max(probs))``.
 
 Equality with the composed layer, in values and gradients, is tested for every
-routing, activation and depth. Through autograd (a plain PyTorch or skorch loop) the
-node made a top-2 epoch over 64 experts 8% shorter on the benchmark machine and left
-smaller layers within 2%. Its larger use is the engine's closed-form training step
-(``skmoe/_engine/closed_form.py``), which calls :func:`mixture_forward` and
+routing, activation and depth; its speed is in ``docs/performance.md``. Its larger
+use is :meth:`MixtureOfExperts.training_step
+<skmoe.nn.MixtureOfExperts.training_step>`, which calls :func:`mixture_forward` and
 :func:`mixture_backward` directly, with no graph at all.
 
 The backward pass is not itself differentiable (it says so rather than return a wrong
@@ -35,8 +34,14 @@ import torch
 
 from .dispatch import plan_dispatch
 from .experts import ACTIVATIONS_IN_PLACE, mix_choices, mix_experts
-from .losses import _balancing_grads, _balancing_value  # the balancing loss's maths
-from .rowwise import softmax_rows, top_k_rows
+from .losses import (  # the balancing loss's maths
+    _balancing_grads,
+    _balancing_value,
+    pair_counts,
+    row_shares,
+)
+from .routing import choose
+from .rowwise import softmax_rows
 
 
 def _relu_grad(grad, output):
@@ -56,7 +61,7 @@ ACTIVATION_GRADS = {
 }
 
 
-def fused_mixture(layer, x, logits, scores=None):
+def fused_mixture(layer, x, logits, scores=None, sample_weight=None):
     """A :class:`~skmoe.nn.MixtureOfExperts` training forward pass in one node.
 
     Parameters
@@ -70,6 +75,8 @@ def fused_mixture(layer, x, logits, scores=None):
         Router logits (:meth:`~skmoe.nn.Gate.scores`).
     scores : torch.Tensor of shape (batch, n_experts) or None, default=None
         Noisy scores to choose the experts by; ``None`` chooses by ``logits``.
+    sample_weight : torch.Tensor of shape (batch,) or None, default=None
+        Row weights of the balancing statistics.
 
     Returns
     -------
@@ -91,17 +98,19 @@ def fused_mixture(layer, x, logits, scores=None):
     """
     config = mixture_config(layer)
     bank = layer.experts
-    return _FusedMixture.apply(x, logits, scores, config, *bank.weights, *bank.biases)
+    return _FusedMixture.apply(
+        x, logits, scores, sample_weight, config, *bank.weights, *bank.biases
+    )
 
 
 def mixture_config(layer):
-    """The settings of ``layer`` that :func:`mixture_forward` needs, as a tuple."""
-    gate = layer.gate
-    k = gate.top_k
-    if k == gate.n_experts and gate.gating != "noisy":
-        k = None  # every expert kept: dense routing, as the gate itself does
+    """The settings of ``layer`` that :func:`mixture_forward` needs, as a tuple.
+
+    The experts kept per row come from the gate's routing spec, as in the gate's
+    own forward pass.
+    """
     return (
-        k,
+        layer.gate.kept,
         float(layer.load_balancing_coef),
         float(layer.router_z_loss_coef),
         layer.experts.activation,
@@ -127,7 +136,7 @@ class MixtureState:
     )
 
 
-def mixture_forward(x, logits, scores, config, params):
+def mixture_forward(x, logits, scores, config, params, sample_weight=None):
     """Routing, balancing losses, dispatch, experts and mixing, without autograd.
 
     Parameters
@@ -139,6 +148,8 @@ def mixture_forward(x, logits, scores, config, params):
         From :func:`mixture_config`.
     params : sequence of torch.Tensor
         The expert bank's weights, then its biases.
+    sample_weight : torch.Tensor of shape (batch,) or None, default=None
+        Row weights of the balancing statistics.
 
     Returns
     -------
@@ -170,14 +181,9 @@ def mixture_forward(x, logits, scores, config, params):
         top_logit, top = logits.max(dim=1, keepdim=True)
         indices, weights, chosen = None, probs, top
     else:
-        by = logits if scores is None else scores
-        if k == 1:
-            # The straight-through weight is exactly 1: ``weights`` stays None.
-            top_scores, indices = by.max(dim=1, keepdim=True)
-            weights = None
-        else:
-            top_scores, indices = top_k_rows(by, k)
-            weights = softmax_rows(top_scores)
+        top_scores, indices = choose(logits if scores is None else scores, k)
+        # Top-1: the straight-through weight is exactly 1, ``weights`` stays None.
+        weights = None if k == 1 else softmax_rows(top_scores)
         if scores is None:  # sorted: the first choice is the arg-max
             top_logit, top = top_scores[:, :1], indices[:, :1]
         else:
@@ -192,12 +198,23 @@ def mixture_forward(x, logits, scores, config, params):
     out, blocks, picked = _run_experts(x, mix_weights, plan, activation, params)
 
     # Pairs per expert: the dispatch counted them; the balancing loss and top-1
-    # usage need them otherwise.
+    # usage need them otherwise. Weighted rows count by their share of the batch.
     counts = plan.counts if plan is not None else None
-    if counts is None and (lb_coef or k == 1):
-        counts = torch.bincount(chosen.reshape(-1), minlength=n_experts)
+    if counts is None and ((lb_coef and sample_weight is None) or k == 1):
+        counts = pair_counts(chosen, n_experts)
+    share = row_shares(sample_weight)
+    balance_counts = counts
+    if lb_coef and share is not None:
+        balance_counts = pair_counts(chosen, n_experts, share)
     aux, balance = _balancing_value(
-        probs, top_logit, top, counts, chosen.numel(), lb_coef, z_coef
+        probs,
+        top_logit,
+        top,
+        balance_counts,
+        chosen.shape[1],
+        lb_coef,
+        z_coef,
+        share,
     )
     if aux is None:
         aux = logits.new_zeros(
@@ -280,8 +297,10 @@ class _FusedMixture(torch.autograd.Function):
     """:func:`mixture_forward` and :func:`mixture_backward` as an autograd node."""
 
     @staticmethod
-    def forward(ctx, x, logits, scores, config, *params):
-        out, aux, load, state = mixture_forward(x, logits, scores, config, params)
+    def forward(ctx, x, logits, scores, sample_weight, config, *params):
+        out, aux, load, state = mixture_forward(
+            x, logits, scores, config, params, sample_weight
+        )
         ctx.mark_non_differentiable(load)
         # The rows, the parameters and the unmixed expert outputs (for top-1, the
         # output itself) go through save_for_backward: an in-place change to any of
@@ -312,7 +331,7 @@ class _FusedMixture(torch.autograd.Function):
             )
         finally:
             state.picked = None
-        return (grad_x, grad_logits, grad_scores, None, *param_grads)
+        return (grad_x, grad_logits, grad_scores, None, None, *param_grads)
 
 
 def _run_experts(x, weights, plan, activation, params):
@@ -408,75 +427,3 @@ def _accumulate(total, grad, experts, like):
     if total is None:
         total = grad.new_zeros((like.shape[0], *grad.shape[1:]))
     return total.index_add_(0, experts, grad)
-
-
-def gate_scores_forward(gate, x):
-    """:meth:`Gate.scores <skmoe.nn.Gate.scores>`, with what the gradients need.
-
-    Called without autograd by the engine's closed-form step; it is the gate's own
-    computation, so it draws the same random numbers in the same order.
-
-    Parameters
-    ----------
-    gate : Gate
-    x : torch.Tensor of shape (batch, in_features)
-
-    Returns
-    -------
-    logits, scores : torch.Tensor
-        As :meth:`Gate.scores <skmoe.nn.Gate.scores>` returns them.
-    state : tuple
-        For :func:`gate_scores_backward`.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skmoe.nn import Gate
-    >>> gate = Gate(3, 4, top_k=2, gating="noisy").train()
-    >>> with torch.no_grad():
-    ...     logits, scores, state = gate_scores_forward(gate, torch.randn(5, 3))
-    ...     grads = gate_scores_backward(
-    ...         gate, state, torch.ones_like(logits), torch.ones_like(scores)
-    ...     )
-    >>> [tuple(g.shape) for _, g in grads]
-    [(4, 3), (4,), (4, 3), (4,)]
-    """
-    return gate._scores_and_inputs(x)
-
-
-def gate_scores_backward(gate, state, grad_logits, grad_scores):
-    """Gradients of the gate's parameters from those of its logits and scores.
-
-    Parameters
-    ----------
-    gate : Gate
-    state : tuple
-        From :func:`gate_scores_forward`.
-    grad_logits : torch.Tensor of shape (batch, n_experts)
-    grad_scores : torch.Tensor of shape (batch, n_experts) or None
-
-    Returns
-    -------
-    list of (torch.nn.Parameter, torch.Tensor or None)
-        Each parameter with its gradient; ``None`` where it got none (the noise
-        of top-1 routing, which only chooses).
-    """
-    x_in, noisy = state
-    router = gate.router
-    if grad_scores is not None:
-        grad_logits = grad_logits + grad_scores  # the scores add noise to logits
-    grads = [
-        (router.weight, grad_logits.t().mm(x_in)),
-        (router.bias, grad_logits.sum(0)),
-    ]
-    if noisy is not None:
-        x, pre, noise = noisy
-        if grad_scores is None:
-            grads += [(gate.noise.weight, None), (gate.noise.bias, None)]
-        else:
-            grad_pre = torch.ops.aten.softplus_backward(grad_scores * noise, pre, 1, 20)
-            grads += [
-                (gate.noise.weight, grad_pre.t().mm(x)),
-                (gate.noise.bias, grad_pre.sum(0)),
-            ]
-    return grads

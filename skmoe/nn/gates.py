@@ -1,6 +1,7 @@
 """Gating networks: map each input row to weights over the experts.
 
-Four routing schemes share one module:
+Four routing schemes share one module, each stated as a
+:class:`~skmoe.nn.routing.RoutingSpec`:
 
 * dense softmax (``top_k=None``, ``gating="softmax"``), the classic mixture of experts;
 * top-k softmax (``top_k=k``): keep the k largest probabilities and renormalise;
@@ -23,10 +24,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .rowwise import softmax_rows, top_k_rows
+from .routing import GATINGS, choose, get_spec
+from .rowwise import softmax_rows
 
-GATINGS = ("softmax", "noisy", "switch")
-SWITCH_JITTER = 1e-2
+__all__ = ["GATINGS", "Gate", "GateScores", "Routing"]
 
 
 class Routing(NamedTuple):
@@ -60,6 +61,27 @@ class Routing(NamedTuple):
         return torch.zeros_like(self.probs).scatter(1, self.indices, self.weights)
 
 
+class GateScores(NamedTuple):
+    """:meth:`Gate.score_inputs`: the scores and what their gradients need.
+
+    Attributes
+    ----------
+    logits : torch.Tensor of shape (batch, n_experts)
+    scores : torch.Tensor of shape (batch, n_experts) or None
+        Noisy scores to choose by; ``None`` where the logits are the scores.
+    router_input : torch.Tensor of shape (batch, in_features)
+        The (jittered) input of the router.
+    noise : tuple or None
+        For noisy scores, the rows, the noise layer's output before the softplus
+        and the Gaussian draws.
+    """
+
+    logits: torch.Tensor
+    scores: torch.Tensor | None
+    router_input: torch.Tensor
+    noise: tuple | None
+
+
 class Gate(nn.Module):
     """Linear router with dense, top-k, noisy top-k or switch routing.
 
@@ -72,8 +94,8 @@ class Gate(nn.Module):
     top_k : int or None, default=None
         ``None`` routes every row to all experts; ``k`` keeps the k largest weights per
         row. ``gating="switch"`` always keeps one.
-    gating : {"softmax", "noisy", "switch"}, default="softmax"
-        Routing scheme; see the module docstring.
+    gating : {"softmax", "noisy", "switch"} or RoutingSpec, default="softmax"
+        Routing scheme; see the module docstring and :mod:`skmoe.nn.routing`.
 
     Examples
     --------
@@ -86,28 +108,27 @@ class Gate(nn.Module):
 
     def __init__(self, in_features, n_experts, top_k=None, gating="softmax"):
         super().__init__()
-        if gating not in GATINGS:
-            raise ValueError(f"gating must be one of {GATINGS}, got {gating!r}.")
-        if gating == "switch":
-            if top_k not in (None, 1):
-                raise ValueError(
-                    f"gating='switch' routes each row to one expert; got top_k={top_k}."
-                    " Use top_k=None or top_k=1."
-                )
-            top_k = 1
-        if top_k is not None and not 1 <= top_k <= n_experts:
-            raise ValueError(
-                f"top_k must be between 1 and n_experts={n_experts}, got {top_k}."
-            )
+        spec = get_spec(gating)
+        self.spec = spec
         self.n_experts = int(n_experts)
-        self.top_k = None if top_k is None else int(top_k)
-        self.gating = gating
+        self.top_k = spec.resolve_top_k(top_k, self.n_experts)
+        self.gating = spec.name
         self.router = nn.Linear(in_features, n_experts)
-        self.noise = nn.Linear(in_features, n_experts) if gating == "noisy" else None
+        self.noise = nn.Linear(in_features, n_experts) if spec.noisy_scores else None
         if self.noise is not None:
             # Start with little noise; the scale is learned.
             nn.init.zeros_(self.noise.weight)
             nn.init.constant_(self.noise.bias, -2.0)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "spec" not in self.__dict__:  # pickled before routing specs existed
+            self.spec = get_spec(self.gating)
+
+    @property
+    def kept(self):
+        """Experts each row keeps, or ``None`` where routing is computed densely."""
+        return self.spec.kept(self.top_k, self.n_experts)
 
     def scores(self, x):
         """Router logits and the scores the experts are chosen by.
@@ -135,28 +156,80 @@ class Gate(nn.Module):
         >>> gate.eval().scores(torch.randn(5, 3))[1] is None
         True
         """
-        logits, scores, _ = self._scores_and_inputs(x)
-        return logits, scores
+        return self.score_inputs(x)[:2]
 
-    def _scores_and_inputs(self, x):
-        """:meth:`scores`, plus the tensors their gradients are computed from.
+    def score_inputs(self, x):
+        """:meth:`scores`, plus the tensors :meth:`scores_backward` needs.
 
-        The third value, ``(router_input, noise_inputs)``, is what
-        :func:`skmoe.nn.fused.gate_scores_backward` needs: the (jittered) router
-        input, and for noisy scores the rows, the noise layer's output before the
-        softplus and the Gaussian draws.
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, in_features)
+
+        Returns
+        -------
+        GateScores
         """
+        spec = self.spec
         router_input = x
-        if self.gating == "switch" and self.training:
-            jitter = torch.empty_like(x).uniform_(1 - SWITCH_JITTER, 1 + SWITCH_JITTER)
-            router_input = x * jitter
+        if spec.input_jitter and self.training:
+            j = spec.input_jitter
+            router_input = x * torch.empty_like(x).uniform_(1 - j, 1 + j)
         logits = self.router(router_input)
         if self.noise is not None and self.training and self.top_k is not None:
             pre = self.noise(x)
             noise = torch.randn_like(logits)
             scores = logits + noise * F.softplus(pre)
-            return logits, scores, (router_input, (x, pre, noise))
-        return logits, None, (router_input, None)
+            return GateScores(logits, scores, router_input, (x, pre, noise))
+        return GateScores(logits, None, router_input, None)
+
+    def scores_backward(self, saved, grad_logits, grad_scores):
+        """Gradients of the gate's parameters from those of its logits and scores.
+
+        Parameters
+        ----------
+        saved : GateScores
+            From :meth:`score_inputs`.
+        grad_logits : torch.Tensor of shape (batch, n_experts)
+        grad_scores : torch.Tensor of shape (batch, n_experts) or None
+
+        Returns
+        -------
+        list of (torch.nn.Parameter, torch.Tensor or None)
+            Each parameter with its gradient; ``None`` where it got none (the noise
+            of top-1 routing, which only chooses).
+
+        Examples
+        --------
+        >>> import torch
+        >>> gate = Gate(3, 4, top_k=2, gating="noisy").train()
+        >>> with torch.no_grad():
+        ...     saved = gate.score_inputs(torch.randn(5, 3))
+        ...     grads = gate.scores_backward(
+        ...         saved, torch.ones_like(saved.logits), torch.ones_like(saved.scores)
+        ...     )
+        >>> [tuple(g.shape) for _, g in grads]
+        [(4, 3), (4,), (4, 3), (4,)]
+        """
+        router = self.router
+        if grad_scores is not None:
+            grad_logits = grad_logits + grad_scores  # the scores add noise to logits
+        grads = [
+            (router.weight, grad_logits.t().mm(saved.router_input)),
+            (router.bias, grad_logits.sum(0)),
+        ]
+        if saved.noise is not None:
+            x, pre, noise = saved.noise
+            if grad_scores is None:
+                grads += [(self.noise.weight, None), (self.noise.bias, None)]
+            else:
+                grad_pre = torch.ops.aten.softplus_backward(
+                    grad_scores * noise, pre, 1, 20
+                )
+                grads += [
+                    (self.noise.weight, grad_pre.t().mm(x)),
+                    (self.noise.bias, grad_pre.sum(0)),
+                ]
+        return grads
 
     def forward(self, x):
         """Route a batch.
@@ -171,15 +244,10 @@ class Gate(nn.Module):
         """
         logits, scores = self.scores(x)
         probs = softmax_rows(logits)
-        k = self.top_k
-        if k is None or (k == self.n_experts and self.gating != "noisy"):
+        k = self.kept
+        if k is None:
             return Routing(logits, probs, None, probs)
-        if scores is None:
-            scores = logits
-        if k == 1:
-            top_scores, indices = scores.max(dim=-1, keepdim=True)
-        else:
-            top_scores, indices = top_k_rows(scores, k)
+        top_scores, indices = choose(logits if scores is None else scores, k)
         if k == 1 and not torch.is_grad_enabled():
             weights = torch.ones_like(top_scores)  # the value the estimator below has
         elif k == 1:

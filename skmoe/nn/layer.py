@@ -5,13 +5,11 @@ from torch import nn
 
 from .dispatch import TIER_MIN_SAVED_SLOTS, plan_dispatch
 from .experts import ExpertBank, mix_choices, mix_experts
-from .fused import fused_mixture
+from .fused import fused_mixture, mixture_backward, mixture_config, mixture_forward
 from .gates import Gate
 from .losses import balancing_loss
-
-# Dispatching pays off once it saves this many expert-row evaluations (measured with
-# benchmarks/speed.py on a CPU: 8 experts of 64 units, top-2, batch 256 saves 1536).
-DISPATCH_MIN_SAVED_ROWS = 1024
+from .routing import is_proven
+from .thresholds import DISPATCH_MIN_SAVED_ROWS
 
 
 class MixtureOfExperts(nn.Module):
@@ -31,9 +29,13 @@ class MixtureOfExperts(nn.Module):
     In training mode, with gradients on, the pass from router logits to output is
     one autograd node with written-out gradients (:func:`skmoe.nn.fused.fused_mixture`),
     equal in values and first derivatives to the same pass composed of tensor
-    operations, and as fast or faster (an epoch of top-2 routing over 64 experts took
-    0.92 of the time); set the attribute ``fused_training = False`` for the composed
-    pass, which double backward can follow.
+    operations, and as fast or faster; set the attribute ``fused_training = False``
+    for the composed pass, which double backward can follow. The fused pass only
+    serves a plain :class:`~skmoe.nn.Gate` with a routing spec in
+    :data:`skmoe.nn.routing.FAST_SPECS` and a plain :class:`~skmoe.nn.ExpertBank`;
+    a subclass of either (say, a gate with its own scoring rule) always trains
+    through the composed pass and autograd. :meth:`training_step` goes one step
+    further and computes a whole step's gradients without autograd.
 
     In training mode the forward pass stores the weighted balancing loss in
     ``aux_loss``; add it to the task loss (:func:`skmoe.nn.auxiliary_loss` collects it
@@ -116,10 +118,23 @@ class MixtureOfExperts(nn.Module):
     def n_experts(self):
         return self.gate.n_experts
 
-    def forward(self, x):
-        """Mix the experts' outputs for a batch of shape ``(batch, in_features)``."""
-        if self.training and self.fused_training and _fusable(x):
-            return self._fused_forward(x)
+    def forward(self, x, sample_weight=None):
+        """Mix the experts' outputs for a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, in_features)
+        sample_weight : torch.Tensor of shape (batch,) or None, default=None
+            Row weights of the balancing losses' statistics in training mode, so
+            that a row of weight 2 counts as that row twice; ``None`` weighs every
+            row the same.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, out_features)
+        """
+        if self.training and self.uses_fast_path() and _fusable(x):
+            return self._fused_forward(x, sample_weight)
         routing = self.gate(x)
         if (
             routing.indices is None
@@ -134,16 +149,119 @@ class MixtureOfExperts(nn.Module):
             # Plain attribute writes straight to __dict__: nn.Module.__setattr__ costs
             # microseconds per call, paid at every training step.
             self.__dict__["aux_loss"] = balancing_loss(
-                routing, self.load_balancing_coef, self.router_z_loss_coef
+                routing,
+                self.load_balancing_coef,
+                self.router_z_loss_coef,
+                sample_weight,
             )
             self._record_usage(routing, x.shape[0])
         else:
             self.__dict__["aux_loss"] = None
         return out
 
-    def _fused_forward(self, x):
+    def uses_fast_path(self):
+        """Whether training runs the written-out pass rather than autograd's.
+
+        True for ``fused_training`` on, a plain :class:`~skmoe.nn.Gate` whose routing
+        spec is in :data:`skmoe.nn.routing.FAST_SPECS` and a plain
+        :class:`~skmoe.nn.ExpertBank`: what the written-out gradients were proven
+        equal to autograd's on.
+
+        Examples
+        --------
+        >>> MixtureOfExperts(4, 2, n_experts=3, top_k=2).uses_fast_path()
+        True
+        """
+        gate = self.gate
+        return (
+            self.fused_training
+            and type(gate) is Gate
+            and type(self.experts) is ExpertBank
+            and is_proven(gate.spec)
+        )
+
+    def training_step(self, x, loss_and_grad, sample_weight=None):
+        """One training step's forward and backward pass, without autograd.
+
+        Computes the output, hands it to ``loss_and_grad``, and sets the ``.grad``
+        of every parameter to the gradient of that loss plus the balancing loss,
+        from written-out formulas (:mod:`skmoe.nn.fused`). The random numbers drawn
+        and the gradients equal those of ``loss = task(layer(x)) +
+        auxiliary_loss(layer); loss.backward()`` to rounding. The caller steps its
+        optimiser afterwards. Noise and jitter follow the module's mode, as in
+        :meth:`forward` (call ``train()`` first). This is the seam skmoe's training
+        engine uses; a training loop of one's own may call it, or ignore it and use
+        autograd.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, in_features)
+        loss_and_grad : callable
+            ``loss_and_grad(out)`` returns the task loss (a 0-d tensor) and its
+            gradient with respect to ``out``.
+        sample_weight : torch.Tensor of shape (batch,) or None, default=None
+            Row weights of the balancing losses' statistics (see :meth:`forward`).
+
+        Returns
+        -------
+        torch.Tensor or None
+            The task loss plus the balancing loss (0-d); ``None``, with nothing
+            computed, where this module has no written-out step: a subclass,
+            ``fused_training`` off or not :meth:`uses_fast_path`, a frozen
+            parameter, or autocast on. Train through autograd then.
+
+        Examples
+        --------
+        >>> import torch
+        >>> layer = MixtureOfExperts(4, 2, n_experts=3, top_k=2).train()
+        >>> x, y = torch.randn(8, 4), torch.randn(8, 2)
+        >>> def squared_error(out):
+        ...     return 0.5 * (out - y).square().sum() / 8, (out - y) / 8
+        >>> loss = layer.training_step(x, squared_error)
+        >>> loss.ndim, layer.gate.router.weight.grad.shape
+        (0, torch.Size([3, 4]))
+        """
+        if type(self) is not MixtureOfExperts or not self.uses_fast_path():
+            return None
+        bank, gate = self.experts, self.gate
+        bank_params = (*bank.weights, *bank.biases)
+        gate_params = (gate.router.weight, gate.router.bias)
+        if gate.noise is not None:
+            gate_params += (gate.noise.weight, gate.noise.bias)
+        if not all(p.requires_grad for p in (*bank_params, *gate_params)):
+            return None
+        device_type = x.device.type
+        if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+            return None
+        with torch.no_grad():
+            saved = self.gate.score_inputs(x)
+            out, aux, load, state = mixture_forward(
+                x,
+                saved.logits,
+                saved.scores,
+                mixture_config(self),
+                bank_params,
+                sample_weight,
+            )
+            task, grad_out = loss_and_grad(out)
+            _, grad_logits, grad_scores, bank_grads = mixture_backward(
+                state, grad_out, aux.new_ones(()), scores_given=saved.scores is not None
+            )
+            for param, grad in zip(bank_params, bank_grads, strict=True):
+                param.grad = grad
+            for param, grad in self.gate.scores_backward(
+                saved, grad_logits, grad_scores
+            ):
+                param.grad = grad
+            self._add_usage(load, x.shape[0])
+            self.__dict__["aux_loss"] = None
+            return task + aux
+
+    def _fused_forward(self, x, sample_weight=None):
         """The training pass as one autograd node (see :mod:`skmoe.nn.fused`)."""
-        out, aux, load = fused_mixture(self, x, *self.gate.scores(x))
+        out, aux, load = fused_mixture(
+            self, x, *self.gate.scores(x), sample_weight=sample_weight
+        )
         balancing = self.load_balancing_coef or self.router_z_loss_coef
         self.__dict__["aux_loss"] = aux if balancing else None
         self._add_usage(load, x.shape[0])

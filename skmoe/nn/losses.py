@@ -6,18 +6,21 @@ import torch
 from torch.autograd.function import once_differentiable
 
 
-def load_balancing_loss(routing):
+def load_balancing_loss(routing, sample_weight=None):
     """Switch Transformer load-balancing loss ``n_experts * sum_i f_i * P_i``.
 
     ``f_i`` is the fraction of routing slots sent to expert ``i`` (the arg-max expert
     for dense routing) and ``P_i`` the mean router probability of expert ``i``. The loss
     is 1 when both are uniform and grows as routing concentrates; only ``P_i`` carries a
-    gradient.
+    gradient. With ``sample_weight`` both are weighted means over the rows, so a row
+    of weight 2 counts as that row twice.
 
     Parameters
     ----------
     routing : Routing
         Output of :class:`~skmoe.nn.Gate`.
+    sample_weight : torch.Tensor of shape (batch,) or None, default=None
+        Row weights; ``None`` weighs every row the same.
 
     Returns
     -------
@@ -36,13 +39,14 @@ def load_balancing_loss(routing):
     n_experts = probs.shape[1]
     chosen = routing.indices
     if chosen is None:
-        chosen = probs.argmax(dim=1)
-    counts = torch.bincount(chosen.reshape(-1), minlength=n_experts).to(probs.dtype)
-    # n_experts * sum_i f_i * P_i with f_i = counts_i / n_slots, P_i = mean probability
-    return (n_experts / chosen.numel()) * torch.dot(counts, probs.mean(0))
+        chosen = probs.argmax(dim=1, keepdim=True)
+    share = _shares(sample_weight, probs)
+    counts = pair_counts(chosen, n_experts, share)
+    # n_experts * sum_i f_i * P_i: f_i = counts_i / k, P_i the weighted mean probability
+    return (n_experts / chosen.shape[1]) * torch.dot(counts, share @ probs)
 
 
-def router_z_loss(routing):
+def router_z_loss(routing, sample_weight=None):
     """ST-MoE router z-loss: the mean squared log-sum-exp of the router logits.
 
     It keeps logits small, which keeps the softmax away from saturation.
@@ -51,6 +55,8 @@ def router_z_loss(routing):
     ----------
     routing : Routing
         Output of :class:`~skmoe.nn.Gate`.
+    sample_weight : torch.Tensor of shape (batch,) or None, default=None
+        Row weights of the mean; ``None`` weighs every row the same.
 
     Returns
     -------
@@ -65,7 +71,34 @@ def router_z_loss(routing):
     >>> router_z_loss(routing).ndim
     0
     """
-    return torch.logsumexp(routing.logits, dim=-1).square().mean()
+    lse = torch.logsumexp(routing.logits, dim=-1)
+    return torch.dot(_shares(sample_weight, lse), lse.square())
+
+
+def _shares(sample_weight, like):
+    """Each row's share of the batch's weight, in the dtype of ``like``."""
+    n_rows = like.shape[0]
+    if sample_weight is None:
+        return like.new_full((n_rows,), 1.0 / max(n_rows, 1))
+    return row_shares(sample_weight.to(like.dtype))
+
+
+def row_shares(sample_weight):
+    """``sample_weight / sample_weight.sum()``, or ``None`` for ``None``.
+
+    What the balancing statistics weigh each row by; a batch of zero weight gives
+    zeros rather than NaN.
+
+    Examples
+    --------
+    >>> import torch
+    >>> row_shares(torch.tensor([1.0, 3.0])).tolist()
+    [0.25, 0.75]
+    """
+    if sample_weight is None:
+        return None
+    total = sample_weight.sum().clamp(min=torch.finfo(sample_weight.dtype).tiny)
+    return sample_weight / total
 
 
 class _BalancingLoss(torch.autograd.Function):
@@ -73,12 +106,15 @@ class _BalancingLoss(torch.autograd.Function):
 
     Spelled out with tensor operations the two losses record about a dozen autograd
     nodes per step; this node computes their value from the router's logits and
-    probabilities and their gradients in closed form:
+    probabilities and their gradients in closed form. With ``s_r`` each row's share
+    of the batch's weight (``1 / batch`` unweighted) and ``c`` the per-expert sums of
+    the shares of the (row, choice) pairs sent to it:
 
-    * ``d/d probs`` of ``balance_scale * counts . probs.mean(0)`` is
-      ``balance_scale * counts / batch`` on every row;
-    * ``d/d logits`` of ``z_scale * sum(lse**2)`` is ``2 * z_scale * lse * probs``,
-      because the gradient of the log-sum-exp is the softmax.
+    * ``d/d probs[r]`` of ``balance_scale * c . (s @ probs)`` is
+      ``balance_scale * c * s_r``;
+    * ``d/d logits[r]`` of ``z_coef * sum_r s_r lse_r**2`` is
+      ``2 * z_coef * s_r * lse_r * probs[r]``, because the gradient of the
+      log-sum-exp is the softmax.
 
     The log-sum-exp itself is ``max(logits) - log(max(probs))``, exact because
     ``probs`` is the softmax of ``logits``; the same ``max`` gives the arg-max expert
@@ -86,14 +122,22 @@ class _BalancingLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, probs, indices, balancing_coef, z_coef):
+    def forward(ctx, logits, probs, indices, balancing_coef, z_coef, sample_weight):
         top_logit, top = logits.max(dim=1, keepdim=True)
         chosen = top if indices is None else indices
+        share = row_shares(sample_weight)
         counts = None
         if balancing_coef:
-            counts = torch.bincount(chosen.reshape(-1), minlength=probs.shape[1])
+            counts = pair_counts(chosen, probs.shape[1], share)
         loss, terms = _balancing_value(
-            probs, top_logit, top, counts, chosen.numel(), balancing_coef, z_coef
+            probs,
+            top_logit,
+            top,
+            counts,
+            chosen.shape[1],
+            balancing_coef,
+            z_coef,
+            share,
         )
         ctx.save_for_backward(probs, *terms.tensors)
         ctx.scales = terms.scales
@@ -103,8 +147,8 @@ class _BalancingLoss(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        probs, counts, lse = ctx.saved_tensors
-        terms = BalancingTerms((counts, lse), ctx.scales)
+        probs, *tensors = ctx.saved_tensors
+        terms = BalancingTerms(tuple(tensors), ctx.scales)
         grad_probs_row, grad_logits = _balancing_grads(probs, terms, grad)
         if grad_logits is not None and ctx.needs_input_grad[0]:
             grad_logits = grad_logits.to(ctx.logits_dtype)
@@ -113,62 +157,100 @@ class _BalancingLoss(torch.autograd.Function):
         grad_probs = None
         if grad_probs_row is not None and ctx.needs_input_grad[1]:
             grad_probs = grad_probs_row.expand_as(probs)
-        return grad_logits, grad_probs, None, None, None
+        return grad_logits, grad_probs, None, None, None, None
+
+
+def pair_counts(chosen, n_experts, share=None):
+    """(Row, choice) pairs sent to each expert; with ``share``, their summed shares.
+
+    Examples
+    --------
+    >>> import torch
+    >>> pair_counts(torch.tensor([[0], [2], [2]]), 3).tolist()
+    [1, 0, 2]
+    """
+    flat = chosen.reshape(-1)
+    if share is None:
+        return torch.bincount(flat, minlength=n_experts)
+    per_pair = share.unsqueeze(1).expand(chosen.shape).reshape(-1)
+    return share.new_zeros(n_experts).index_add_(0, flat, per_pair)
 
 
 class BalancingTerms(NamedTuple):
     """What the balancing losses' gradients are computed from.
 
     ``tensors`` holds the expert counts (or ``None`` without the load-balancing
-    loss) and each row's log-sum-exp (or ``None`` without the z-loss), both at
-    least float32; ``scales`` the two losses' weights as applied.
+    loss), each row's log-sum-exp (or ``None`` without the z-loss), both at least
+    float32, and the rows' shares of the batch weight (``None`` when unweighted);
+    ``scales`` the two losses' weights as applied.
     """
 
     tensors: tuple
     scales: tuple
 
 
-def _balancing_value(probs, top_logit, top, counts, n_choices, lb_coef, z_coef):
+def _balancing_value(probs, top_logit, top, counts, k, lb_coef, z_coef, share=None):
     """Both weighted balancing losses, and the terms their gradients need.
 
-    ``counts`` are the (row, choice) pairs sent to each expert, ``n_choices`` their
-    total; ``top_logit`` and ``top`` each row's largest logit and its expert.
+    ``counts`` are the (row, choice) pairs sent to each expert (with ``share``, the
+    sums of their rows' shares, :func:`pair_counts`), ``k`` the choices per row;
+    ``top_logit`` and ``top`` each row's largest logit and its expert; ``share``
+    each row's share of the batch weight, ``None`` for equal weights.
     """
     acc = torch.promote_types(probs.dtype, torch.float32)
     n_rows, n_experts = probs.shape
+    if share is not None:
+        share = share.to(acc)
     loss = lse = None
     balance_scale = z_scale = 0.0
     if lb_coef:
         counts = counts.to(acc)
-        balance_scale = lb_coef * n_experts / n_choices
-        loss = torch.dot(counts, probs.mean(0, dtype=acc)).mul_(balance_scale)
+        if share is None:
+            balance_scale = lb_coef * n_experts / (k * max(n_rows, 1))
+            mean_probs = probs.mean(0, dtype=acc)
+        else:
+            balance_scale = lb_coef * n_experts / k
+            mean_probs = share @ probs.to(acc)
+        loss = torch.dot(counts, mean_probs).mul_(balance_scale)
     else:
         counts = None
     if z_coef:
-        z_scale = z_coef / max(n_rows, 1)
         lse = top_logit.to(acc) - probs.gather(1, top).to(acc).log_()
         flat = lse.view(-1)
-        z = torch.dot(flat, flat)  # the sum of squares
+        if share is None:
+            z_scale = z_coef / max(n_rows, 1)
+            z = torch.dot(flat, flat)  # the sum of squares
+        else:
+            z_scale = z_coef
+            z = torch.dot(flat * share, flat)
         loss = z.mul_(z_scale) if loss is None else loss.add_(z, alpha=z_scale)
-    return loss, BalancingTerms((counts, lse), (balance_scale, z_scale))
+    return loss, BalancingTerms((counts, lse, share), (balance_scale, z_scale))
 
 
 def _balancing_grads(probs, terms, grad):
-    """The gradient reaching ``probs`` (one row, the same for every row) and the
-    z-loss's gradient of the logits (in the accumulation dtype), from the
-    balancing loss's gradient ``grad``; each ``None`` where its loss is off.
+    """The gradient reaching ``probs`` (one row shared by every row when unweighted,
+    else one per row) and the z-loss's gradient of the logits (in the accumulation
+    dtype), from the balancing loss's gradient ``grad``; each ``None`` where its
+    loss is off.
     """
-    (counts, lse), (balance_scale, z_scale) = terms
+    (counts, lse, share), (balance_scale, z_scale) = terms
     grad_probs_row = grad_logits = None
     if counts is not None:
-        grad_probs_row = (balance_scale / probs.shape[0]) * grad * counts
+        if share is None:
+            grad_probs_row = (balance_scale / probs.shape[0]) * grad * counts
+        else:
+            grad_probs_row = (balance_scale * grad) * share.unsqueeze(1) * counts
         grad_probs_row = grad_probs_row.to(probs.dtype)
     if lse is not None:
+        if share is not None:
+            lse = lse * share.unsqueeze(1)
         grad_logits = (2.0 * z_scale * grad) * lse * probs
     return grad_probs_row, grad_logits
 
 
-def balancing_loss(routing, load_balancing_coef=0.01, router_z_loss_coef=0.001):
+def balancing_loss(
+    routing, load_balancing_coef=0.01, router_z_loss_coef=0.001, sample_weight=None
+):
     """Weighted sum of both balancing losses, computed as one autograd node.
 
     Equal (up to rounding) to ``load_balancing_coef * load_balancing_loss(routing) +
@@ -186,6 +268,8 @@ def balancing_loss(routing, load_balancing_coef=0.01, router_z_loss_coef=0.001):
         Weight of :func:`load_balancing_loss`.
     router_z_loss_coef : float, default=0.001
         Weight of :func:`router_z_loss`.
+    sample_weight : torch.Tensor of shape (batch,) or None, default=None
+        Row weights of both losses' statistics (see :func:`load_balancing_loss`).
 
     Returns
     -------
@@ -214,4 +298,5 @@ def balancing_loss(routing, load_balancing_coef=0.01, router_z_loss_coef=0.001):
         routing.indices,
         float(load_balancing_coef),
         float(router_z_loss_coef),
+        sample_weight,
     )

@@ -155,8 +155,19 @@ class MultiGateMixtureOfExperts(nn.Module):
             routings.append(level_routings)
         return tasks, routings
 
-    def forward(self, x):
-        """Concatenated task outputs for a batch of shape ``(batch, in_features)``."""
+    def forward(self, x, sample_weight=None):
+        """Concatenated task outputs for a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, in_features)
+        sample_weight : torch.Tensor of shape (batch,) or None, default=None
+            Row weights of the balancing losses' statistics in training mode.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, sum(task_out_features))
+        """
         tasks, routings = self._levels(x)
         out = self.towers(tasks)  # (n_tasks, batch, max_out)
         outputs = torch.cat(
@@ -164,22 +175,35 @@ class MultiGateMixtureOfExperts(nn.Module):
         )
         if self.training:
             all_routings = [r for level in routings for r in level]
-            self.__dict__["aux_loss"] = self._balancing(all_routings, x)
+            self.__dict__["aux_loss"] = self._balancing(all_routings, x, sample_weight)
             with torch.no_grad():
-                weights = self.levels[-1].task_weights(routings[-1], x.shape[0])
-                self.usage_sum.add_(weights.sum(0).to(self.usage_sum.dtype))
-                self.usage_rows.add_(x.shape[0])
+                self._record_usage(routings[-1], x.shape[0])
         else:
             self.__dict__["aux_loss"] = None
         return outputs
 
-    def _balancing(self, routings, x):
+    def _record_usage(self, routings, n_rows):
+        """Add each task gate's summed weights to the usage statistics."""
+        level = self.levels[-1]
+        if not level.gated:  # one shared network, used in full by every task
+            self.usage_sum.add_(n_rows)
+        else:
+            for t in range(self.n_tasks):
+                routing = routings[min(t, len(level.task_gates) - 1)]
+                per_expert = routing.dense_weights().sum(0).to(self.usage_sum.dtype)
+                self.usage_sum[t].index_add_(0, level.choices[t], per_expert)
+        self.usage_rows.add_(n_rows)
+
+    def _balancing(self, routings, x, sample_weight):
         loss = x.new_zeros(())
         for routing in routings:
             if routing is None:
                 continue
             term = balancing_loss(
-                routing, self.load_balancing_coef, self.router_z_loss_coef
+                routing,
+                self.load_balancing_coef,
+                self.router_z_loss_coef,
+                sample_weight,
             )
             if term is not None:
                 loss = loss + term
@@ -284,7 +308,8 @@ class _ExtractionLevel(nn.Module):
         for t, gate in enumerate(self.task_gates):
             routing = gate(task_inputs if first else task_inputs[t])
             routings.append(routing)
-            chosen = h.index_select(0, self.choices[t])
+            # A task without experts of its own chooses among all: no gather.
+            chosen = h if self.n_task == 0 else h.index_select(0, self.choices[t])
             mixtures.append(mix_experts(routing.dense_weights(), chosen))
         if len(mixtures) < self.n_tasks:  # one gate: every task reads its mixture
             mixtures = mixtures * self.n_tasks

@@ -5,13 +5,9 @@ softmax runs over a last dimension of 2 to 15 values. On a CPU, torch's kernel f
 the last dimension is vectorised along that dimension and falls back to a scalar loop
 when it is narrower than one vector register (16 floats with AVX-512; in float64 the
 kernel is slow up to a few dozen columns). The same softmax taken over the first
-dimension of the transposed view, which torch vectorises across the rows instead, was
-measured on the benchmark machine (one thread, float32) at:
-
-* 256 x 8: 28 µs direct, 6 µs transposed; 4096 x 8: 445 µs against 48 µs;
-* 256 x 2: 3x faster transposed; 256 x 16 and wider: the direct kernel wins;
-* 8 rows or fewer: the direct kernel wins (the transposed route costs a few more
-  calls); cross-entropy gains less and only from about 128 rows and 4 classes.
+dimension of the transposed view, which torch vectorises across the rows instead, is
+several times faster for narrow rows (figures in ``docs/performance.md``; the
+crossovers in :mod:`skmoe.nn.thresholds`).
 
 These helpers take the faster route for the shape at hand. Either way the result has
 the usual shape and the same values up to rounding.
@@ -20,14 +16,15 @@ the usual shape and the same values up to rounding.
 import torch
 from torch.nn import functional as F
 
-# Measured crossovers (see the module docstring).
-# top_k_rows: k rounds of max beat torch.topk on a CPU from this many columns per k.
-TOPK_ROUNDS_MIN_COLUMNS_PER_K = 6
-NARROW_FLOAT32_WIDTH = 16
-NARROW_FLOAT64_WIDTH = 48
-SOFTMAX_MIN_ROWS = 64
-CROSS_ENTROPY_MIN_ROWS = 128
-CROSS_ENTROPY_MIN_WIDTH = 4
+from .thresholds import (
+    CROSS_ENTROPY_MIN_ROWS,
+    CROSS_ENTROPY_MIN_WIDTH,
+    NARROW_FLOAT32_WIDTH,
+    NARROW_FLOAT64_WIDTH,
+    SOFTMAX_MIN_ROWS,
+    TOPK_ROUNDS_MIN_COLUMNS_PER_K,
+)
+
 _NARROW_WIDTH = {
     torch.float32: NARROW_FLOAT32_WIDTH,
     torch.float64: NARROW_FLOAT64_WIDTH,
@@ -125,11 +122,9 @@ def top_k_rows(x, k):
 
     Equal to ``x.topk(k, dim=1)`` (ties aside). On a CPU, torch's ``topk`` runs a
     branchy partial sort per row; for a few picks among many columns, ``k`` rounds of
-    ``max`` (each masking the column just taken) are faster. Measured on the
-    benchmark machine with fresh data per call (repeating one input trains the
-    branch predictor and hides the cost): 256 x 64 with k=2, 135 µs against 45 µs;
-    4096 x 16 with k=2, 606 µs against 274 µs; below about 6 columns per pick
-    ``topk`` wins, and is used.
+    ``max`` (each masking the column just taken) are faster, from
+    :data:`~skmoe.nn.thresholds.TOPK_ROUNDS_MIN_COLUMNS_PER_K` columns per pick
+    (figures in ``docs/performance.md``).
 
     Parameters
     ----------
