@@ -24,7 +24,6 @@ import base64
 import copy
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
