@@ -4,6 +4,7 @@ __version__ = "0.1.0.dev0"
 
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
+from .export import to_onnx
 from .persistence import load, save
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "__version__",
     "load",
     "save",
+    "to_onnx",
 ]

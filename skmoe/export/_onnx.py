@@ -1,0 +1,97 @@
+"""``to_onnx``: a fitted skmoe estimator as an ONNX model."""
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+EXTRA_HINT = 'ONNX export needs the "onnx" extra: pip install "skmoe[onnx]"'
+
+
+def _import_skl2onnx():
+    try:
+        import onnx  # noqa: F401
+        import skl2onnx
+    except ImportError as exc:
+        raise ImportError(f"{EXTRA_HINT} ({exc}).") from exc
+    return skl2onnx
+
+
+def to_onnx(estimator, X_sample, target_opset=None):
+    """Export a fitted skmoe estimator to an ONNX model.
+
+    Every estimator and routing scheme is supported. Sparse routing (``top_k``, noisy
+    top-k, switch) is exported through its dense-equivalent computation: all experts
+    are computed and each row's top-k weights are scattered into a dense weight
+    matrix, so the graph has fixed shapes and no data-dependent branch. Classifiers
+    output ``label`` and ``probabilities`` (one ``probabilities_<j>`` per output for
+    several outputs); regressors output ``variable`` of shape ``(rows, n_outputs)`` on
+    the scale of ``y``.
+
+    To convert a whole ``Pipeline`` ending in a skmoe estimator, call
+    :func:`skmoe.export.register_converters` and then ``skl2onnx.to_onnx``.
+
+    Parameters
+    ----------
+    estimator : MixtureOfExpertsClassifier, MixtureOfExpertsRegressor, \
+MultiGateMoEClassifier or MultiGateMoERegressor
+        A fitted estimator.
+    X_sample : array-like of shape (n_samples, n_features)
+        A few input rows; they fix the input's width and precision: float64 rows give
+        a float64 graph, anything else a float32 graph.
+    target_opset : int or None, default=None
+        ONNX opset of the model (13 or later); ``None`` picks the newest that
+        skl2onnx has tested.
+
+    Returns
+    -------
+    onnx.ModelProto
+        One float input ``X`` of shape ``(None, n_features)``.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If the estimator is not fitted.
+    ValueError
+        If ``X_sample`` does not have the estimator's number of features.
+    TypeError
+        If the estimator (or its module) is not one that can be exported.
+    ImportError
+        If the ``onnx`` extra (onnx, skl2onnx) is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import onnxruntime as ort
+    >>> from sklearn.datasets import load_iris
+    >>> from skmoe import MixtureOfExpertsClassifier, to_onnx
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MixtureOfExpertsClassifier(top_k=2, max_iter=20, random_state=0)
+    >>> clf = clf.fit(X, y)
+    >>> model = to_onnx(clf, X[:1])
+    >>> session = ort.InferenceSession(model.SerializeToString())
+    >>> label, proba = session.run(None, {"X": X[:5]})
+    >>> bool((label == clf.predict(X[:5])).all())
+    True
+    >>> bool(np.allclose(proba, clf.predict_proba(X[:5]), atol=1e-5))
+    True
+    """
+    skl2onnx = _import_skl2onnx()
+    from ._skl2onnx import check_estimator_exportable, register_converters
+
+    check_is_fitted(estimator)
+    check_estimator_exportable(estimator)
+    X = np.asarray(X_sample)
+    dtype = np.float64 if X.dtype == np.float64 else np.float32
+    if X.ndim != 2 or X.shape[1] != estimator.n_features_in_:
+        raise ValueError(
+            f"X_sample must be 2-D with the {estimator.n_features_in_} features "
+            f"{type(estimator).__name__} was fitted on; got shape {X.shape}."
+        )
+    if isinstance(target_opset, int) and target_opset < 13:
+        raise ValueError(f"to_onnx needs target_opset >= 13, got {target_opset}.")
+    register_converters()
+    return skl2onnx.to_onnx(
+        estimator,
+        X[:1].astype(dtype),
+        target_opset=target_opset,
+        model_optim=True,
+    )
