@@ -2,9 +2,9 @@
 
 __version__ = "0.1.0.dev0"
 
+from .export import to_onnx
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
-from .export import to_onnx
 from .persistence import load, save
 
 __all__ = [

@@ -270,7 +270,10 @@ class BaseMixtureOfExperts(BaseEstimator):
                 history.converged = False
                 history.best_validation_score = -np.inf
                 history.validation_scores = []
-            recorder = _UsageRecorder(self._usage_layers(module))
+            recorder = _UsageRecorder(
+                self._usage_layers(module),
+                [] if reset else getattr(self, "expert_usage_curve_", []),
+            )
             try:
                 train(
                     module,
@@ -350,6 +353,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = history.best_loss
         self.expert_usage_ = recorder.last_usage()
+        self.expert_usage_curve_ = recorder.curve()
 
     # -- inference --------------------------------------------------------------------
     def _validate_X(self, X):
@@ -473,9 +477,10 @@ def _drop_unlabelled_rows(X, targets, sample_weight):
 class _UsageRecorder:
     """Engine callback: each epoch's mean gate weight per expert (one read an epoch)."""
 
-    def __init__(self, layers):
+    def __init__(self, layers, previous=()):
         self.layers = list(layers)
         self.history = []
+        self.previous = list(previous)  # the curve of earlier fit calls (warm start)
 
     def on_epoch_begin(self, epoch):
         for layer in self.layers:
@@ -488,6 +493,12 @@ class _UsageRecorder:
                 for layer in self.layers
             ]
         )
+
+    def curve(self):
+        """Usage per epoch, earlier calls' epochs first (``expert_usage_curve_``)."""
+        return self.previous + [
+            usage[0] if len(usage) == 1 else np.stack(usage) for usage in self.history
+        ]
 
     def last_usage(self):
         if not self.history:

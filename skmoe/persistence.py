@@ -321,6 +321,9 @@ def _fitted_to_json(est):
             "validation_scores_": est.validation_scores_,
             "best_validation_score_": est.best_validation_score_,
             "expert_usage_": np.asarray(est.expert_usage_).tolist(),
+            "expert_usage_curve_": [
+                np.asarray(u).tolist() for u in getattr(est, "expert_usage_curve_", [])
+            ],
         },
     }
     if hasattr(est, "_label_codes"):
@@ -380,3 +383,7 @@ def _restore_fitted(est, fitted):
     ):
         setattr(est, key, attributes[key])
     est.expert_usage_ = np.asarray(attributes["expert_usage_"], dtype=np.float64)
+    est.expert_usage_curve_ = [  # absent from files written before it existed
+        np.asarray(u, dtype=np.float64)
+        for u in attributes.get("expert_usage_curve_", [])
+    ]

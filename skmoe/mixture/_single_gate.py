@@ -90,6 +90,9 @@ ATTRIBUTES_DOC = """\
     expert_usage_ : ndarray of shape (n_experts,)
         Mean gate weight each expert received during the last training epoch; it
         sums to one. A collapsed gate shows as a few entries near one.
+    expert_usage_curve_ : list of ndarray of shape (n_experts,)
+        ``expert_usage_`` at the end of every epoch, one entry per entry of
+        ``loss_curve_``.
 """
 
 

@@ -118,6 +118,9 @@ ATTRIBUTES_DOC = """\
         Mean gate weight each task gave each expert during the last training epoch
         (last level for ``"ple"``); each row sums to one. Experts are ordered shared
         first, then each task's own.
+    expert_usage_curve_ : list of ndarray of shape (n_tasks, n_experts)
+        ``expert_usage_`` at the end of every epoch, one entry per entry of
+        ``loss_curve_``.
 """
 
 
