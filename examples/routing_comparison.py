@@ -1,4 +1,6 @@
-"""Routing schemes side by side on the handwritten digits data set.
+"""
+Routing schemes side by side on the handwritten digits data set.
+================================================================
 
 :class:`skmoe.MixtureOfExpertsClassifier` can combine its experts in four ways, all
 chosen by parameters:
@@ -80,7 +82,7 @@ def run(routing, X, y, seeds, n_experts, max_iter):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     parser.add_argument(
         "--quick", action="store_true", help="tiny run: few rows, few epochs, one seed"
     )
