@@ -115,8 +115,10 @@ def main(argv=None):
     print("-" * len(header))
     # One untimed fit first, so that no routing pays torch's one-off start-up cost.
     run("dense", X[:100], y[:100], range(1), n_experts, 1)
+    usages = {}
     for routing in ROUTINGS:
         results = run(routing, X, y, seeds, n_experts, max_iter)
+        usages[routing] = results[0]["usage"]
         acc = np.array([r["accuracy"] for r in results])
         fit = np.array([r["fit_time"] for r in results])
         epochs = np.mean([r["epochs"] for r in results])
@@ -131,6 +133,22 @@ def main(argv=None):
         "expert_usage_: mean gate weight of each expert in the last training epoch "
         f"(even split: {1 / n_experts:.3f} each)."
     )
+    plot_usage(usages)
+
+
+def plot_usage(usages):
+    """Draw each routing's expert usage side by side, when matplotlib is installed."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    from skmoe.inspection import ExpertUsageDisplay
+
+    fig, axes = plt.subplots(1, len(usages), figsize=(12, 2.8), sharey=True)
+    for ax, (routing, usage) in zip(axes, usages.items(), strict=True):
+        ExpertUsageDisplay(usage).plot(ax=ax)
+        ax.set_title(routing)
+    fig.tight_layout()
 
 
 if __name__ == "__main__":

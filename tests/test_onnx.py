@@ -207,3 +207,13 @@ def test_missing_extra_names_it(fitted_regressor, monkeypatch):
     monkeypatch.setitem(sys.modules, "skl2onnx", None)
     with pytest.raises(ImportError, match=r"skmoe\[onnx\]"):
         to_onnx(fitted_regressor, X_TRAIN[:1])
+
+
+def test_latency_benchmark_runs_in_quick_mode():
+    from _scripts import run_script
+
+    out = run_script("benchmarks/onnx_latency.py", "--quick").stdout
+    header = "| routing | predictor | 1-row latency (µs) | ratio to MLPClassifier |"
+    assert header in out
+    for name in ("MLPClassifier.predict", "skmoe predict", "onnxruntime (skmoe graph)"):
+        assert out.count(f"| {name} |") == 3, out
