@@ -3,16 +3,11 @@
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-EXTRA_HINT = 'ONNX export needs the "onnx" extra: pip install "skmoe[onnx]"'
+from .._optional import import_optional
 
 
 def _import_skl2onnx():
-    try:
-        import onnx  # noqa: F401
-        import skl2onnx
-    except ImportError as exc:
-        raise ImportError(f"{EXTRA_HINT} ({exc}).") from exc
-    return skl2onnx
+    return import_optional("onnx", "skl2onnx", extra="onnx", feature="ONNX export")
 
 
 def to_onnx(estimator, X_sample, target_opset=None):

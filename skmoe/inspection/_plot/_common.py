@@ -1,18 +1,15 @@
 """What every Display shares: lazy matplotlib, accepted estimators, axes, names."""
 
+import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-PLOT_EXTRA = 'plotting needs matplotlib: pip install "skmoe[plot]"'
+from ..._optional import import_optional
 
 
 def import_pyplot():
     """``matplotlib.pyplot``, or an ImportError naming the extra to install."""
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(f"{PLOT_EXTRA} ({exc}).") from exc
-    return plt
+    return import_optional("matplotlib.pyplot", extra="plot", feature="Plotting")
 
 
 def axes(ax):
@@ -22,6 +19,33 @@ def axes(ax):
     else:
         import_pyplot()
     return ax.figure, ax
+
+
+def grouped_bars(ax, values, *, errors=None, names=None, groups=None, horizontal=False):
+    """One bar per item, side by side for each group (task); a legend for groups.
+
+    ``values`` (and ``errors``) are ``(n_items, n_groups)``; ``groups`` labels the
+    columns (``None``: one unlabelled group).
+    """
+    n_items, n_groups = values.shape
+    positions = np.arange(n_items)
+    size = 0.8 / n_groups
+    draw = ax.barh if horizontal else ax.bar
+    for j in range(n_groups):
+        extra = (
+            {} if errors is None else {"xerr" if horizontal else "yerr": errors[:, j]}
+        )
+        draw(
+            positions + (j - (n_groups - 1) / 2) * size,
+            values[:, j],
+            size,
+            label=None if groups is None else groups[j],
+            **extra,
+        )
+    set_ticks = ax.set_yticks if horizontal else ax.set_xticks
+    set_ticks(positions, expert_names(n_items, names))
+    if groups is not None:
+        ax.legend()
 
 
 def _skmoe_estimators():

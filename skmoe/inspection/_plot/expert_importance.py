@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._common import axes, expert_names, task_names, unwrap
+from ._common import axes, grouped_bars, task_names, unwrap
 
 _KEYS = ("importances_mean", "importances_std")
 
@@ -167,27 +167,19 @@ class ExpertImportanceDisplay:
         """
         self.figure_, self.ax_ = axes(ax)
         mean = self.importances_mean.reshape(len(self.importances_mean), -1)
-        std = (
-            None
-            if self.importances_std is None
-            else self.importances_std.reshape(mean.shape)
+        std = None
+        if self.importances_std is not None:
+            std = self.importances_std.reshape(mean.shape)
+        n_tasks = mean.shape[1]
+        grouped_bars(
+            self.ax_,
+            mean,
+            errors=std,
+            names=self.expert_names,
+            groups=None if n_tasks == 1 else task_names(n_tasks, self.task_names),
+            horizontal=True,
         )
-        n_experts, n_tasks = mean.shape
-        positions = np.arange(n_experts)
-        height = 0.8 / n_tasks
-        names = task_names(n_tasks, self.task_names)
-        for t in range(n_tasks):
-            self.ax_.barh(
-                positions + (t - (n_tasks - 1) / 2) * height,
-                mean[:, t],
-                height,
-                xerr=None if std is None else std[:, t],
-                label=names[t] if n_tasks > 1 else None,
-            )
-        self.ax_.set_yticks(positions, expert_names(n_experts, self.expert_names))
         self.ax_.axvline(0, color="grey", linewidth=1)
         self.ax_.set_ylabel("expert")
         self.ax_.set_xlabel("importance")
-        if n_tasks > 1:
-            self.ax_.legend()
         return self

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._common import axes, expert_names, task_names, unwrap
+from ._common import axes, grouped_bars, task_names, unwrap
 
 
 class ExpertUsageDisplay:
@@ -97,24 +97,11 @@ class ExpertUsageDisplay:
             ``self``, with ``ax_`` and ``figure_`` set.
         """
         self.figure_, self.ax_ = axes(ax)
-        usage = np.atleast_2d(self.usage)
+        usage = np.atleast_2d(self.usage)  # (n_tasks, n_experts)
         n_tasks, n_experts = usage.shape
-        names = expert_names(n_experts, self.expert_names)
-        positions = np.arange(n_experts)
-        width = 0.8 / n_tasks
-        for t, row in enumerate(usage):
-            label = (
-                None
-                if self.usage.ndim == 1
-                else task_names(n_tasks, self.task_names)[t]
-            )
-            self.ax_.bar(
-                positions + (t - (n_tasks - 1) / 2) * width, row, width, label=label
-            )
+        groups = None if self.usage.ndim == 1 else task_names(n_tasks, self.task_names)
+        grouped_bars(self.ax_, usage.T, names=self.expert_names, groups=groups)
         self.ax_.axhline(1.0 / n_experts, color="grey", linestyle=":", linewidth=1)
-        self.ax_.set_xticks(positions, names)
         self.ax_.set_xlabel("expert")
         self.ax_.set_ylabel("mean gate weight")
-        if self.usage.ndim == 2:
-            self.ax_.legend()
         return self
