@@ -189,3 +189,35 @@ def test_missing_matplotlib_names_the_extra(classifier, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"skmoe\[plot\]"):
         ExpertUsageDisplay.from_estimator(classifier)
+
+
+def test_expert_importance_from_estimator_calls_expert_importance(monkeypatch):
+    """from_estimator hands the pipeline's transformed rows to
+    skmoe.inspection.expert_importance (stood in for here) and plots its Bunch."""
+    import types
+
+    calls = {}
+
+    def expert_importance(estimator, X, y, *, method="shapley", **kwargs):
+        calls.update(estimator=estimator, X=X, y=y, method=method, kwargs=kwargs)
+        n = estimator.n_experts
+        return Bunch(
+            importances_mean=np.linspace(0.1, 0.3, n),
+            importances_std=np.zeros(n),
+            importances=np.zeros((n, 1)),
+        )
+
+    module = types.ModuleType("skmoe.inspection._importance")
+    module.expert_importance = expert_importance
+    monkeypatch.setitem(sys.modules, "skmoe.inspection._importance", module)
+    pipe = make_pipeline(
+        StandardScaler(), MixtureOfExpertsClassifier(n_experts=3, **FAST)
+    ).fit(X * 10, Y_CLASS)
+    display = ExpertImportanceDisplay.from_estimator(
+        pipe, X * 10, Y_CLASS, method="ablation", random_state=0
+    )
+    assert calls["estimator"] is pipe[-1]
+    np.testing.assert_allclose(calls["X"], pipe[0].transform(X * 10))
+    assert calls["method"] == "ablation" and calls["kwargs"] == {"random_state": 0}
+    widths = [patch.get_width() for patch in display.ax_.patches]
+    np.testing.assert_allclose(widths, [0.1, 0.2, 0.3])
