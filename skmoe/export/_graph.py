@@ -19,6 +19,7 @@ from ..nn import ExpertBank, Gate, MixtureOfExperts, MultiGateMixtureOfExperts
 from ..nn.multigate import _ExtractionLevel
 
 _ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": None}
+_GATINGS = ("softmax", "noisy", "switch")
 MIN_OPSET = 13  # axes as inputs of ReduceSum, Unsqueeze and Slice
 
 
@@ -76,6 +77,17 @@ class GraphBuilder:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
+# The children each known module may have; anything else (an input embedding, a
+# new routing part) is a structure this file does not export.
+_CHILDREN = {
+    MixtureOfExperts: {"gate", "experts"},
+    MultiGateMixtureOfExperts: {"levels", "towers"},
+    _ExtractionLevel: {"experts", "task_gates", "shared_gate"},
+    Gate: {"router", "noise"},
+    ExpertBank: {"weights", "biases"},
+}
+
+
 def check_exportable(module):
     """Refuse modules whose structure the exporter does not know.
 
@@ -90,38 +102,50 @@ def check_exportable(module):
         Naming the part that cannot be exported.
     """
     if type(module) is MixtureOfExperts:
+        _check_known(module)
         _check_gate(module.gate)
         _check_bank(module.experts)
         return
-    if type(module) is MultiGateMixtureOfExperts:
-        for level in module.levels:
-            if type(level) is not _ExtractionLevel:
-                _refuse(level)
-            _check_bank(level.experts)
-            for gate in [*(level.task_gates or []), level.shared_gate]:
-                if gate is not None:
-                    _check_gate(gate)
-        _check_bank(module.towers)
-        return
-    _refuse(module)
+    if type(module) is not MultiGateMixtureOfExperts:
+        _refuse(module)
+    _check_known(module)
+    for level in module.levels:
+        if type(level) is not _ExtractionLevel:
+            _refuse(level)
+        _check_known(level)
+        _check_bank(level.experts)
+        for gate in [*(level.task_gates or []), level.shared_gate]:
+            if gate is not None:
+                _check_gate(gate)
+    _check_bank(module.towers)
 
 
-def _refuse(part):
+def _refuse(part, detail=""):
     raise TypeError(
-        f"ONNX export does not support a module of type {type(part).__name__}; it "
-        "exports skmoe.nn.MixtureOfExperts and skmoe.nn.MultiGateMixtureOfExperts "
-        "built of Gate and ExpertBank parts."
+        f"ONNX export does not support a module of type {type(part).__name__}"
+        f"{detail}; it exports skmoe.nn.MixtureOfExperts and "
+        "skmoe.nn.MultiGateMixtureOfExperts built of Gate and ExpertBank parts."
     )
 
 
+def _check_known(module):
+    unknown = {name for name, _ in module.named_children()} - _CHILDREN[type(module)]
+    if unknown:
+        _refuse(module, f" with the parts {sorted(unknown)}")
+
+
 def _check_gate(gate):
-    if type(gate) is not Gate or gate.gating not in ("softmax", "noisy", "switch"):
+    if type(gate) is not Gate or getattr(gate, "gating", None) not in _GATINGS:
         _refuse(gate)
+    _check_known(gate)
 
 
 def _check_bank(bank):
-    if type(bank) is not ExpertBank or bank.activation not in _ACTIVATIONS:
+    if type(bank) is not ExpertBank or getattr(bank, "activation", None) not in (
+        _ACTIVATIONS
+    ):
         _refuse(bank)
+    _check_known(bank)
 
 
 def _weights(parameter):

@@ -1,9 +1,17 @@
 """``to_onnx``: a fitted skmoe estimator as an ONNX model."""
 
+import warnings
+
 import numpy as np
+from sklearn.base import is_classifier
 from sklearn.utils.validation import check_is_fitted
 
 from .._optional import import_optional
+
+# to_onnx checks the graph on up to this many rows of X_sample, to this tolerance
+# (probabilities; regression values relative to the targets' standard deviation).
+VERIFY_ROWS = 64
+VERIFY_TOLERANCE = 1e-4
 
 
 def _import_skl2onnx():
@@ -48,7 +56,9 @@ MultiGateMoEClassifier or MultiGateMoERegressor
     ValueError
         If ``X_sample`` does not have the estimator's number of features.
     TypeError
-        If the estimator (or its module) is not one that can be exported.
+        If the estimator (or its module) is not one that can be exported, or the
+        graph does not reproduce its predictions on ``X_sample`` (checked with
+        onnxruntime when it is installed).
     ImportError
         If the ``onnx`` extra (onnx, skl2onnx) is not installed.
 
@@ -84,9 +94,44 @@ MultiGateMoEClassifier or MultiGateMoERegressor
     if isinstance(target_opset, int) and target_opset < 13:
         raise ValueError(f"to_onnx needs target_opset >= 13, got {target_opset}.")
     register_converters()
-    return skl2onnx.to_onnx(
-        estimator,
-        X[:1].astype(dtype),
-        target_opset=target_opset,
-        model_optim=True,
+    model = skl2onnx.to_onnx(
+        estimator, X[:1].astype(dtype), target_opset=target_opset, model_optim=True
     )
+    _verify(estimator, X[:VERIFY_ROWS].astype(np.float64), skl2onnx, target_opset)
+    return model
+
+
+def _verify(estimator, X, skl2onnx, target_opset):
+    """Refuse to export what the graph does not reproduce.
+
+    A float64 twin of the graph runs on the sample rows in onnxruntime and must give
+    ``predict_proba`` (or ``predict``, relative to the targets' spread) to within
+    :data:`VERIFY_TOLERANCE`: a part of the estimator the exporter does not know (an
+    input encoder, say) shows up here instead of in served predictions.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:  # the graph is built; without a runtime it goes unchecked
+        return
+    twin = skl2onnx.to_onnx(estimator, X[:1], target_opset=target_opset)
+    session = ort.InferenceSession(
+        twin.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    outputs = session.run(None, {session.get_inputs()[0].name: X})
+    with warnings.catch_warnings():  # fitted on a DataFrame, checked on its values
+        warnings.filterwarnings("ignore", "X does not have valid feature names")
+        classifier = is_classifier(estimator)
+        expected = (estimator.predict_proba if classifier else estimator.predict)(X)
+    if classifier:
+        expected = expected if isinstance(expected, list) else [expected]
+        pairs = zip(outputs[1:], expected, strict=True)
+        error = max(np.abs(got - exp).max() for got, exp in pairs)
+    else:
+        expected = expected.reshape(len(X), -1)
+        error = (np.abs(outputs[0] - expected) / estimator._scaler.scale).max()
+    if not error <= VERIFY_TOLERANCE:
+        raise TypeError(
+            f"The ONNX graph of this {type(estimator).__name__} differs from its "
+            f"predictions on X_sample (largest difference {error:.3g}): the "
+            "estimator has parts the exporter does not know, so it is not exported."
+        )
