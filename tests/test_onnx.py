@@ -180,6 +180,16 @@ def test_wrong_width_raises_value_error(fitted_regressor, shape):
         to_onnx(fitted_regressor, np.zeros(shape))
 
 
+def test_sparse_sample_rows(fitted_regressor):
+    import scipy.sparse as sp
+
+    model = to_onnx(fitted_regressor, sp.csr_matrix(X_TRAIN[:3]))
+    (values,) = _run(model, X_TEST[:4].astype(np.float64))
+    np.testing.assert_allclose(
+        values.ravel(), fitted_regressor.predict(X_TEST[:4]), rtol=1e-6, atol=1e-6
+    )
+
+
 def test_old_opset_raises_value_error(fitted_regressor):
     with pytest.raises(ValueError, match="target_opset >= 13"):
         to_onnx(fitted_regressor, X_TRAIN[:1], target_opset=12)

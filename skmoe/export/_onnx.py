@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import is_classifier
 from sklearn.utils.validation import check_is_fitted
 
@@ -37,7 +38,7 @@ def to_onnx(estimator, X_sample, target_opset=None):
     estimator : MixtureOfExpertsClassifier, MixtureOfExpertsRegressor, \
 MultiGateMoEClassifier or MultiGateMoERegressor
         A fitted estimator.
-    X_sample : array-like of shape (n_samples, n_features)
+    X_sample : {array-like, sparse matrix} of shape (n_samples, n_features)
         A few input rows; they fix the input's width and precision: float64 rows give
         a float64 graph, anything else a float32 graph.
     target_opset : int or None, default=None
@@ -84,7 +85,7 @@ MultiGateMoEClassifier or MultiGateMoERegressor
 
     check_is_fitted(estimator)
     check_estimator_exportable(estimator)
-    X = np.asarray(X_sample)
+    X = X_sample.toarray() if sp.issparse(X_sample) else np.asarray(X_sample)
     dtype = np.float64 if X.dtype == np.float64 else np.float32
     if X.ndim != 2 or X.shape[1] != estimator.n_features_in_:
         raise ValueError(
