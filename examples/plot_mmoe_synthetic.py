@@ -10,8 +10,10 @@ shared experts, so less related tasks can use different experts.
 
 This example fits both with about the same number of parameters at a few
 correlations and plots the test mean squared error of each task's predictions
-(averaged over the tasks and a few seeds). ``benchmarks/mmoe_synthetic.py`` runs the
-full-size experiment; ``docs/multigate.md`` discusses its results.
+(averaged over the tasks and two seeds). This run is small (4,000 training rows, at
+most 60 epochs); in it MMoE's loss was lower than the shared bottom's at every
+correlation. ``benchmarks/mmoe_synthetic.py`` runs the full-size experiment, and
+``docs/multigate.md`` discusses how its results compare with the paper's.
 """
 
 import sys
@@ -28,7 +30,7 @@ from skmoe.inspection import ExpertUsageDisplay
 
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
 QUICK = "--quick" in sys.argv
-correlations = [0.0, 0.9] if QUICK else [0.0, 0.5, 0.9, 1.0]
+correlations = [0.0, 0.9] if QUICK else [0.0, 0.5, 1.0]
 seeds = [0] if QUICK else [0, 1]
 n_train, n_test = (800, 400) if QUICK else (4000, 2000)
 
