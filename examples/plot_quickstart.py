@@ -1,4 +1,6 @@
-"""Quickstart: a mixture of experts on a mixed-type pandas DataFrame.
+"""
+Quickstart: a mixture of experts on a mixed-type pandas DataFrame.
+==================================================================
 
 The data describe customers of a fictional subscription service: two numeric columns
 (``age``, ``income``) and two categorical ones (``city``, ``plan``). Whether a customer
@@ -81,7 +83,7 @@ def save_loss_plot(moe, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     parser.add_argument(
         "--plot",
         metavar="PATH",

@@ -1,4 +1,6 @@
-"""Routing schemes side by side on the handwritten digits data set.
+"""
+Routing schemes side by side on the handwritten digits data set.
+================================================================
 
 :class:`skmoe.MixtureOfExpertsClassifier` can combine its experts in four ways, all
 chosen by parameters:
@@ -80,7 +82,7 @@ def run(routing, X, y, seeds, n_experts, max_iter):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     parser.add_argument(
         "--quick", action="store_true", help="tiny run: few rows, few epochs, one seed"
     )
@@ -113,8 +115,10 @@ def main(argv=None):
     print("-" * len(header))
     # One untimed fit first, so that no routing pays torch's one-off start-up cost.
     run("dense", X[:100], y[:100], range(1), n_experts, 1)
+    usages = {}
     for routing in ROUTINGS:
         results = run(routing, X, y, seeds, n_experts, max_iter)
+        usages[routing] = results[0]["usage"]
         acc = np.array([r["accuracy"] for r in results])
         fit = np.array([r["fit_time"] for r in results])
         epochs = np.mean([r["epochs"] for r in results])
@@ -129,6 +133,22 @@ def main(argv=None):
         "expert_usage_: mean gate weight of each expert in the last training epoch "
         f"(even split: {1 / n_experts:.3f} each)."
     )
+    plot_usage(usages)
+
+
+def plot_usage(usages):
+    """Draw each routing's expert usage side by side, when matplotlib is installed."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    from skmoe.inspection import ExpertUsageDisplay
+
+    fig, axes = plt.subplots(1, len(usages), figsize=(12, 2.8), sharey=True)
+    for ax, (routing, usage) in zip(axes, usages.items(), strict=True):
+        ExpertUsageDisplay(usage).plot(ax=ax)
+        ax.set_title(routing)
+    fig.tight_layout()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
+from .export import to_onnx
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
 from .persistence import load, save
@@ -14,4 +15,5 @@ __all__ = [
     "__version__",
     "load",
     "save",
+    "to_onnx",
 ]

@@ -379,7 +379,10 @@ class BaseMixtureOfExperts(BaseEstimator):
         self, module, objective, train_data, valid_data, config, history, seed, reset
     ):
         """Run the engine, recording expert usage; undo what a divergence spoiled."""
-        recorder = _UsageRecorder(self._usage_layers(module))
+        recorder = _UsageRecorder(
+            self._usage_layers(module),
+            [] if reset else getattr(self, "expert_usage_curve_", []),
+        )
         try:
             train(
                 module,
@@ -448,6 +451,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = history.best_loss
         self.expert_usage_ = recorder.last_usage()
+        self.expert_usage_curve_ = recorder.curve()
 
     # -- fitted state, for persistence --------------------------------------------
     _FITTED_ATTRIBUTES = (
@@ -470,6 +474,9 @@ class BaseMixtureOfExperts(BaseEstimator):
         attributes["loss_curve_"] = list(self.loss_curve_)
         attributes["best_loss_"] = finite_or_none(self.best_loss_)
         attributes["expert_usage_"] = np.asarray(self.expert_usage_).tolist()
+        attributes["expert_usage_curve_"] = [
+            np.asarray(usage).tolist() for usage in self.expert_usage_curve_
+        ]
         names = getattr(self, "feature_names_in_", None)
         return {
             "n_features_in_": int(self.n_features_in_),
@@ -507,6 +514,10 @@ class BaseMixtureOfExperts(BaseEstimator):
         for name in self._FITTED_ATTRIBUTES:
             setattr(self, name, attributes[name])
         self.expert_usage_ = np.asarray(attributes["expert_usage_"], dtype=np.float64)
+        self.expert_usage_curve_ = [  # absent from files written before it existed
+            np.asarray(usage, dtype=np.float64)
+            for usage in attributes.get("expert_usage_curve_", [])
+        ]
 
     # -- inference --------------------------------------------------------------------
     def _validate_X(self, X):
@@ -624,9 +635,10 @@ def _drop_unlabelled_rows(X, targets, sample_weight):
 class _UsageRecorder:
     """Engine callback: each epoch's mean gate weight per expert (one read an epoch)."""
 
-    def __init__(self, layers):
+    def __init__(self, layers, previous=()):
         self.layers = list(layers)
         self.history = []
+        self.previous = list(previous)  # the curve of earlier fit calls (warm start)
 
     def on_epoch_begin(self, epoch):
         for layer in self.layers:
@@ -639,6 +651,12 @@ class _UsageRecorder:
                 for layer in self.layers
             ]
         )
+
+    def curve(self):
+        """Usage per epoch, earlier calls' epochs first (``expert_usage_curve_``)."""
+        return self.previous + [
+            usage[0] if len(usage) == 1 else np.stack(usage) for usage in self.history
+        ]
 
     def last_usage(self):
         if not self.history:

@@ -76,7 +76,7 @@ ATTRIBUTES_DOC = """\
         routing.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, when ``X`` was a DataFrame with string column names.
     n_outputs_ : int
         Number of outputs (columns of ``y``).
@@ -99,6 +99,9 @@ ATTRIBUTES_DOC = """\
     expert_usage_ : ndarray of shape (n_experts,)
         Mean gate weight each expert received during the last training epoch; it
         sums to one. A collapsed gate shows as a few entries near one.
+    expert_usage_curve_ : list of ndarray of shape (n_experts,)
+        ``expert_usage_`` at the end of every epoch, one entry per entry of
+        ``loss_curve_``.
 """
 
 

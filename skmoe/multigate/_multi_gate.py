@@ -104,7 +104,7 @@ ATTRIBUTES_DOC = """\
         from; ``None`` for dense routing and for ``"shared_bottom"``.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, when ``X`` was a DataFrame with string column names.
     n_outputs_ : int
         Number of tasks (columns of ``y``).
@@ -128,6 +128,9 @@ ATTRIBUTES_DOC = """\
         Mean gate weight each task gave each expert during the last training epoch
         (last level for ``"ple"``); each row sums to one. Experts are ordered shared
         first, then each task's own.
+    expert_usage_curve_ : list of ndarray of shape (n_tasks, n_experts)
+        ``expert_usage_`` at the end of every epoch, one entry per entry of
+        ``loss_curve_``.
 """
 
 
