@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
+from .compress import prune_experts
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
 from .persistence import load, save
@@ -13,5 +14,6 @@ __all__ = [
     "MultiGateMoERegressor",
     "__version__",
     "load",
+    "prune_experts",
     "save",
 ]
