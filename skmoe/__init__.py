@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
-from .compress import prune_experts
+from .compress import distill, merge_experts, prune_experts
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
 from .persistence import load, save
@@ -13,7 +13,9 @@ __all__ = [
     "MultiGateMoEClassifier",
     "MultiGateMoERegressor",
     "__version__",
+    "distill",
     "load",
+    "merge_experts",
     "prune_experts",
     "save",
 ]

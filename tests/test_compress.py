@@ -236,3 +236,149 @@ def test_prune_bad_input(regressor, diabetes):
         skmoe.prune_experts(regressor, X[:, :4], y, n_experts=2)
     with pytest.raises(NotFittedError):
         skmoe.prune_experts(MixtureOfExpertsClassifier(), X, y, n_experts=2)
+
+
+def test_merge_experts(regressor, diabetes, tmp_path):
+    X, y = diabetes
+    before = _weights(regressor)
+    same = skmoe.merge_experts(regressor, X, n_experts=5)
+    # Merging nothing changes nothing.
+    np.testing.assert_allclose(same.predict(X), regressor.predict(X), rtol=1e-6)
+    merged = skmoe.merge_experts(regressor, X, y, n_experts=2, fine_tune_iter=2)
+    assert merged.n_experts == 2 and merged.top_k == 2
+    assert sorted(e for c in merged.expert_clusters_ for e in c) == list(range(5))
+    assert merged.expert_usage_.sum() == pytest.approx(1.0)
+    path = tmp_path / "merged.safetensors"
+    skmoe.save(merged, path)
+    np.testing.assert_array_equal(skmoe.load(path).predict(X), merged.predict(X))
+    for key, value in _weights(regressor).items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs the targets"):
+        skmoe.merge_experts(regressor, X, n_experts=2, fine_tune_iter=1)
+    with pytest.raises(ValueError, match="n_experts must be an int from 1"):
+        skmoe.merge_experts(regressor, X, n_experts=0)
+
+
+def test_merge_multigate(multigate):
+    clf, X, Y = multigate
+    merged = skmoe.merge_experts(clf, X, n_experts=2)
+    assert merged.gate_weights(X[:2]).shape == (2, 2, 4)
+    assert merged.predict(X).shape == Y.shape
+
+
+def test_distill_regressor_keeps_the_teacher(regressor, diabetes):
+    X, _ = diabetes
+    before = _weights(regressor)
+    student = skmoe.distill(regressor, X, max_iter=60)
+    assert type(student) is MixtureOfExpertsRegressor
+    assert student.n_experts == 1 and student.top_k is None
+    assert student.expert_hidden_layer_sizes == (128,)  # 2 active experts of 64
+    # Fitted on the teacher's predictions: it follows the teacher.
+    agreement = np.corrcoef(student.predict(X), regressor.predict(X))[0, 1]
+    assert agreement > 0.95
+    for key, value in _weights(regressor).items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_distill_classifier_soft_labels():
+    X, y = load_iris(return_X_y=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    teacher = MixtureOfExpertsClassifier(
+        n_experts=4, top_k=2, max_iter=60, random_state=0, n_threads=1
+    ).fit(X, labels)
+    student = skmoe.distill(teacher, X, labels, alpha=0.3)
+    assert list(student.classes_) == list(teacher.classes_)
+    assert student.score(X, labels) >= teacher.score(X, labels) - 0.05
+    given = MixtureOfExpertsClassifier(n_experts=2, max_iter=30, random_state=0)
+    fitted = skmoe.distill(teacher, X, student=given)
+    assert not hasattr(given, "module_") and fitted.n_experts == 2
+
+
+def test_distill_bad_input(regressor, diabetes):
+    X, y = diabetes
+    with pytest.raises(ValueError, match="must be a skmoe regressor"):
+        skmoe.distill(regressor, X, student=MixtureOfExpertsClassifier())
+    with pytest.raises(ValueError, match="must be a skmoe regressor"):
+        from sklearn.linear_model import Ridge
+
+        skmoe.distill(regressor, X, student=Ridge())
+    with pytest.raises(ValueError, match="alpha"):
+        skmoe.distill(regressor, X, y, alpha=2)
+    with pytest.raises(NotFittedError):
+        skmoe.distill(MixtureOfExpertsRegressor(), X)
+    with pytest.raises(ValueError, match="features"):
+        skmoe.distill(regressor, X[:, :2])
+
+
+def test_distill_multigate(multigate):
+    clf, X, Y = multigate
+    student = skmoe.distill(clf, X, Y, max_iter=20)
+    assert student.architecture == "shared_bottom"
+    assert student.predict(X).shape == Y.shape
+
+
+def test_apply_is_the_top_expert(regressor, diabetes, multigate):
+    X, _ = diabetes
+    np.testing.assert_array_equal(
+        regressor.apply(X), regressor.gate_weights(X).argmax(axis=1)
+    )
+    clf, Xm, _ = multigate
+    assert clf.apply(Xm).shape == (len(Xm), 2)
+    own = clf.apply(Xm)
+    # A task never routes to another task's own experts (CGC: 4 shared, 1 each).
+    assert not np.any(own[:, 0] == 5) and not np.any(own[:, 1] == 4)
+
+
+def test_model_size(regressor, multigate):
+    from skmoe.inspection import model_size
+
+    size = model_size(regressor)
+    per_expert = 10 * 64 + 64 + 64 * 1 + 1
+    assert size.params["experts"] == 5 * per_expert
+    assert size.params["gates"] == 10 * 5 + 5
+    assert size.active_params == 2 * per_expert + 55
+    assert size.bytes["experts"] == 4 * 5 * per_expert
+    assert size.total_bytes == sum(size.bytes.values())
+    pruned = skmoe.prune_experts(
+        regressor, *load_diabetes(return_X_y=True), n_experts=2, fine_tune_iter=0
+    )
+    assert model_size(pruned).bytes["experts"] * 5 == size.bytes["experts"] * 2
+    clf = multigate[0]
+    towers = model_size(clf)
+    assert towers.params["towers"] > 0
+    assert towers.active_params == towers.total_params
+
+
+def test_clustered_datasets():
+    from skmoe.datasets import (
+        make_clustered_classification,
+        make_clustered_regression,
+    )
+
+    X, y, clusters = make_clustered_regression(
+        n_samples=500, n_clusters=3, return_clusters=True, random_state=1
+    )
+    assert X.shape == (500, 5) and set(clusters.tolist()) == {0, 1, 2}
+    again = make_clustered_regression(n_samples=500, n_clusters=3, random_state=1)
+    np.testing.assert_array_equal(again[1], y)
+    # The clusters are what the inputs reveal: each centre is far from the others.
+    centres = np.array([X[clusters == k].mean(0) for k in range(3)])
+    assert (
+        np.min(
+            [
+                np.linalg.norm(a - b)
+                for i, a in enumerate(centres)
+                for b in centres[i + 1 :]
+            ]
+        )
+        > 2
+    )
+    _, yc, cc = make_clustered_classification(
+        n_samples=400, n_classes=2, return_clusters=True, random_state=0
+    )
+    for k in np.unique(cc):  # balanced classes within every cluster
+        assert abs(yc[cc == k].mean() - 0.5) < 0.05
+    with pytest.raises(ValueError, match="n_classes"):
+        make_clustered_classification(n_classes=1)
+    with pytest.raises(ValueError, match="n_clusters"):
+        make_clustered_regression(n_clusters=0)

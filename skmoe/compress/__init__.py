@@ -3,6 +3,8 @@
 Every function returns a new fitted estimator and leaves the original untouched.
 """
 
+from ._distill import distill
+from ._merge import merge_experts
 from ._prune import prune_experts
 
-__all__ = ["prune_experts"]
+__all__ = ["distill", "merge_experts", "prune_experts"]

@@ -58,21 +58,24 @@ def with_experts(estimator, experts):
     """A new fitted estimator that keeps only ``experts`` of ``estimator``'s."""
     experts = [int(e) for e in experts]
     new = with_module(estimator, keep_experts(estimator.module_, experts), len(experts))
-    usage = estimator.expert_usage_
-    if usage is not None:
-        usage = np.asarray(usage, dtype=np.float64)
-        if usage.ndim == 1:
-            kept = usage[experts]
-        else:  # multi-gate: shared experts first, then the tasks' own
-            columns = experts + list(
-                range(estimator.module_.n_shared_experts, usage.shape[1])
-            )
-            kept = usage[:, columns]
-        total = kept.sum(axis=-1, keepdims=True)
-        new.expert_usage_ = np.divide(
-            kept, total, out=np.zeros_like(kept), where=total > 0
-        )
+    new.expert_usage_ = regroup_usage(estimator, [[e] for e in experts])
     return new
+
+
+def regroup_usage(estimator, groups):
+    """``expert_usage_`` of a model whose (shared) expert ``i`` is ``groups[i]``'s
+    experts of ``estimator`` together; task experts stay as they are."""
+    usage = estimator.expert_usage_
+    if usage is None:
+        return None
+    usage = np.asarray(usage, dtype=np.float64)
+    columns = [usage[..., group].sum(axis=-1) for group in groups]
+    if usage.ndim == 2:  # multi-gate: shared experts first, then the tasks' own
+        n_shared = estimator.module_.n_shared_experts
+        columns += [usage[:, e] for e in range(n_shared, usage.shape[1])]
+    kept = np.stack(columns, axis=-1)
+    total = kept.sum(axis=-1, keepdims=True)
+    return np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
 
 
 def fine_tune(estimator, X, y, n_iter, experts=False):
