@@ -102,7 +102,7 @@ def row(dataset, seed, family, variant, kept, model, X_test, y_test):
     }
 
 
-def run_dataset(name, seed, max_iter, keeps):
+def run_dataset(name, seed, max_iter, keeps, methods=METHODS, tuning=TUNING):
     loader, kind = DATASETS[name]
     X, y = loader(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(
@@ -117,8 +117,8 @@ def run_dataset(name, seed, max_iter, keeps):
     teacher = make_teacher(kind, max_iter, seed).fit(X_train, y_train)
     rows = [row(name, seed, "teacher", "8 experts", 8, teacher, X_test, y_test)]
     for k in keeps:
-        for method in METHODS:
-            for label, n_iter, experts in TUNING:
+        for method in methods:
+            for label, n_iter, experts in tuning:
                 if method == "random" and experts:
                     continue
                 model = skmoe.prune_experts(
@@ -251,6 +251,8 @@ def plot(rows, keeps, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, label in zip(axes, ("zero-shot", "gate 10"), strict=True):
         for method in (*METHODS, "merge"):
+            if not any(r["variant"].startswith(f"{method}, ") for r in rows):
+                continue
             variant = f"{method}, {label}"
             means = []
             for k in keeps:
@@ -281,7 +283,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", ConvergenceWarning)
     if args.quick:
-        names, seeds, max_iter, keeps = ["iris"], 1, 10, [4]
+        names, seeds, max_iter, keeps = ["iris"], 1, 5, [4]
+        methods, tuning = ("greedy", "random"), TUNING[:2]
     else:
         names, seeds, max_iter, keeps = (
             list(DATASETS),
@@ -293,7 +296,7 @@ def main(argv=None):
     for name in names:
         for seed in range(seeds):
             start = time.perf_counter()
-            rows += run_dataset(name, seed, max_iter, keeps)
+            rows += run_dataset(name, seed, max_iter, keeps, methods, tuning)
             print(
                 f"{name} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True
             )

@@ -98,3 +98,16 @@ def test_readme_quickstart_runs_as_written():
     out = run_script("-c", code).stdout
     assert "mixtureofexpertsclassifier__n_experts" in out
     assert "expert usage:" in out
+
+
+def test_latent_clusters_quick():
+    out = run_script("examples/latent_clusters.py", "--quick").stdout
+    for name in ("mixture, 4 experts, top-1", "dense, same compute per row"):
+        assert re.search(rf"^{re.escape(name)}\s+-?[0-9.]+\s+\d+\s+\d+$", out, re.M), (
+            out
+        )
+    ari = re.search(
+        r"^adjusted Rand index of the gate's partition: (-?[0-9.]+)$", out, re.M
+    )
+    assert ari is not None, out
+    assert -1.0 <= float(ari.group(1)) <= 1.0
