@@ -287,8 +287,8 @@ def main(argv=None):
         )
         methods, tuning = METHODS, TUNING
     rows = []
-    for name in names:
-        for seed in range(seeds):
+    for seed in range(seeds):  # every set once before any twice
+        for name in names:
             start = time.perf_counter()
             rows += run_dataset(name, seed, max_iter, keeps, methods, tuning)
             print(
