@@ -18,8 +18,7 @@ from skmoe import (
 )
 from skmoe.inspection import expert_importance
 from skmoe.inspection._importance import CoalitionGame
-from skmoe.nn import MixtureOfExperts, MultiGateMixtureOfExperts
-from skmoe.nn.subset import keep_experts
+from skmoe.nn import MixtureOfExperts, MultiGateMixtureOfExperts, keep_experts
 
 
 @pytest.fixture(scope="module")
