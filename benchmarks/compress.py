@@ -112,8 +112,6 @@ def run_dataset(name, seed, max_iter, keeps, methods=METHODS, tuning=TUNING):
     for k in keeps:
         for method in methods:
             for label, n_iter, experts in tuning:
-                if method == "random" and experts:
-                    continue
                 model = skmoe.prune_experts(
                     teacher,
                     X_train,
@@ -272,6 +270,9 @@ def main(argv=None):
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--out", help="write the Markdown table here")
     parser.add_argument("--plot", help="write the plot here (PNG)")
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, help="pruning methods (default: all)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -285,7 +286,7 @@ def main(argv=None):
             args.max_iter,
             [4, 2],
         )
-        methods, tuning = METHODS, TUNING
+        methods, tuning = args.methods or METHODS, TUNING
     rows = []
     for seed in range(seeds):  # every set once before any twice
         for name in names:

@@ -21,7 +21,7 @@ def prune_experts(
     n_experts,
     method="greedy",
     fine_tune_iter=DEFAULT_FINE_TUNE_ITER,
-    fine_tune_experts=False,
+    fine_tune_experts=True,
     scoring=None,
     random_state=None,
 ):
@@ -63,9 +63,10 @@ default="greedy"
         ``docs/compression.md`` compares them; the default is what won there.
     fine_tune_iter : int, default=10
         Epochs of retraining after pruning; ``0`` keeps the weights as they are.
-    fine_tune_experts : bool, default=False
+    fine_tune_experts : bool, default=True
         Whether fine-tuning also trains the kept experts (otherwise only the gates
-        and towers).
+        and towers). The defaults (greedy choice, then 10 epochs of the whole
+        pruned model) lost the least in ``benchmarks/compress.py``.
     scoring : str, callable or None, default=None
         The score the experts are chosen by, as in ``expert_importance``; for
         multi-gate models the tasks' scores are averaged.
