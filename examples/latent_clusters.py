@@ -13,7 +13,13 @@ experts a row uses (the same compute per row) and one as wide as all the experts
 together (the same number of weights).
 
 Run it with ``python examples/latent_clusters.py`` (a minute or two on a CPU);
-``--quick`` runs a small version in seconds.
+``--quick`` runs a small version in seconds. A full run printed::
+
+    model                           test R2  weights   active
+    mixture, 4 experts, top-1         0.872      476      137
+    dense, same compute per row       0.728      119      119
+    dense, same weights               0.864      455      455
+    adjusted Rand index of the gate's partition: 0.786
 """
 
 import argparse
