@@ -381,3 +381,31 @@ def test_clustered_datasets():
         make_clustered_classification(n_classes=1)
     with pytest.raises(ValueError, match="n_clusters"):
         make_clustered_regression(n_clusters=0)
+
+
+def test_gate_only_fine_tuning_keeps_the_experts(regressor, diabetes):
+    X, y = diabetes
+    zero_shot = skmoe.prune_experts(
+        regressor, X, y, n_experts=3, method="usage", fine_tune_iter=0
+    )
+    tuned = skmoe.prune_experts(
+        regressor,
+        X,
+        y,
+        n_experts=3,
+        method="usage",
+        fine_tune_iter=3,
+        fine_tune_experts=False,
+    )
+    before, after = _weights(zero_shot), _weights(tuned)
+    for key in before:
+        if key.startswith("experts."):
+            torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
+    assert not torch.equal(after["gate.router.weight"], before["gate.router.weight"])
+    assert all(p.requires_grad for p in tuned.module_.parameters())
+    everything = skmoe.prune_experts(
+        regressor, X, y, n_experts=3, method="usage", fine_tune_iter=3
+    )
+    assert not torch.equal(
+        _weights(everything)["experts.weights.0"], before["experts.weights.0"]
+    )
