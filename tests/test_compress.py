@@ -409,3 +409,17 @@ def test_gate_only_fine_tuning_keeps_the_experts(regressor, diabetes):
     assert not torch.equal(
         _weights(everything)["experts.weights.0"], before["experts.weights.0"]
     )
+
+
+def test_prune_ple_saves_and_loads(diabetes, tmp_path):
+    X, y = diabetes
+    Y = np.column_stack([y, X[:, 0]])
+    ple = MultiGateMoERegressor(
+        architecture="ple", n_experts=3, top_k=2, max_iter=5, random_state=0
+    ).fit(X, Y)
+    pruned = skmoe.prune_experts(ple, X, Y, n_experts=1, fine_tune_iter=0)
+    assert pruned.n_experts == 1 and pruned.top_k == 2  # 1 shared + 1 own
+    path = tmp_path / "ple.safetensors"
+    skmoe.save(pruned, path)
+    np.testing.assert_array_equal(skmoe.load(path).predict(X), pruned.predict(X))
+    np.testing.assert_allclose(pruned.predict(X[:3]), pruned.predict(X)[:3])
