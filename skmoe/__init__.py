@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
+from .compress import distill, merge_experts, prune_experts
 from .export import to_onnx
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
@@ -13,7 +14,10 @@ __all__ = [
     "MultiGateMoEClassifier",
     "MultiGateMoERegressor",
     "__version__",
+    "distill",
     "load",
+    "merge_experts",
+    "prune_experts",
     "save",
     "to_onnx",
 ]

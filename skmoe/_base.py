@@ -602,6 +602,35 @@ class BaseMixtureOfExperts(BaseEstimator):
         )
         return weights.double().numpy()
 
+    def apply(self, X):
+        """Each example's top expert: the one its gate weighs most.
+
+        Like a tree's ``apply``, it names the region of the input space a row falls
+        into; on data from latent clusters the experts often recover them.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_tasks)
+            Index of each row's top expert; one column per task for multi-gate
+            estimators (experts numbered as in :meth:`gate_weights`).
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from skmoe import MixtureOfExpertsClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = MixtureOfExpertsClassifier(n_experts=3, max_iter=20,
+        ...                                  random_state=0).fit(X, y)
+        >>> clf.apply(X[:4]).shape
+        (4,)
+        """
+        return self.gate_weights(X).argmax(axis=-1)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True

@@ -7,12 +7,14 @@ import pytest
 
 import skmoe
 import skmoe.datasets
+import skmoe.inspection
 import skmoe.nn
 
 PUBLIC = (
     [getattr(skmoe, name) for name in skmoe.__all__ if name != "__version__"]
     + [getattr(skmoe.nn, name) for name in skmoe.nn.__all__ if name != "Routing"]
     + [getattr(skmoe.datasets, name) for name in skmoe.datasets.__all__]
+    + [getattr(skmoe.inspection, name) for name in skmoe.inspection.__all__]
 )
 
 

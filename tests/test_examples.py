@@ -92,3 +92,16 @@ def test_speed_benchmark_runs_in_quick_mode():
     assert "8. MMoE, 4 experts fit" in out
     assert "x single-gate" in out
     assert "| 7. " in out  # the GPU section reports its figures or why it has none
+
+
+def test_latent_clusters_quick():
+    out = run_script("examples/latent_clusters.py", "--quick").stdout
+    for name in ("mixture, 4 experts, top-1", "dense, same compute per row"):
+        assert re.search(rf"^{re.escape(name)}\s+-?[0-9.]+\s+\d+\s+\d+$", out, re.M), (
+            out
+        )
+    ari = re.search(
+        r"^adjusted Rand index of the gate's partition: (-?[0-9.]+)$", out, re.M
+    )
+    assert ari is not None, out
+    assert -1.0 <= float(ari.group(1)) <= 1.0

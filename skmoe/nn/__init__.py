@@ -9,6 +9,7 @@ from .gates import Gate, Routing
 from .layer import MixtureOfExperts, auxiliary_loss
 from .losses import balancing_loss, load_balancing_loss, router_z_loss
 from .multigate import MultiGateMixtureOfExperts
+from .subset import keep_experts
 
 __all__ = [
     "ExpertBank",
@@ -18,6 +19,7 @@ __all__ = [
     "Routing",
     "auxiliary_loss",
     "balancing_loss",
+    "keep_experts",
     "load_balancing_loss",
     "router_z_loss",
 ]

@@ -1,0 +1,205 @@
+"""Expert merging: similar experts become one."""
+
+import copy
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import AgglomerativeClustering
+
+from ..inspection._importance import check_gated
+from ..nn import MixtureOfExperts
+from ..nn.experts import ACTIVATIONS
+from ..nn.subset import keep_experts
+from ._subset import (
+    check_fine_tune_iter,
+    check_n_experts,
+    fine_tune,
+    regroup_usage,
+    with_module,
+)
+
+
+def merge_experts(estimator, X, y=None, *, n_experts, fine_tune_iter=0):
+    """A new fitted estimator whose experts are merged clusters of the original's.
+
+    1. Every (shared) expert is run on ``X``; experts whose outputs are close
+       (average-linkage clustering of the outputs) form ``n_experts`` clusters.
+    2. Each cluster becomes one expert: its members' hidden units are matched to
+       those of the cluster's most used member by the correlation of their
+       activations on ``X`` (an assignment problem per layer), then the weights are
+       averaged, weighted by how much gate weight each member receives on ``X``.
+    3. Each gate routes to a cluster as to its most used member, with the bias
+       raised so that the merged expert receives about the gate weight its
+       members shared on ``X``.
+
+    Optionally, ``fine_tune_iter`` epochs on ``X, y`` then retrain the gates.
+
+    Parameters
+    ----------
+    estimator : fitted skmoe estimator
+        A single-gate estimator or a one-level multi-gate one (``"mmoe"``,
+        ``"omoe"``, ``"cgc"``: shared experts are merged, task experts kept). Not
+        modified.
+    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        Rows to compare the experts on.
+    y : array-like, default=None
+        Targets, needed only for ``fine_tune_iter > 0``.
+    n_experts : int
+        Experts after merging, from 1 to the model's number of (shared) experts.
+    fine_tune_iter : int, default=0
+        Epochs of gate retraining on ``X, y`` after merging.
+
+    Returns
+    -------
+    merged : estimator of the same class
+        Fitted, with ``n_experts`` experts; ``expert_clusters_`` holds the original
+        experts each merged one came from.
+
+    Raises
+    ------
+    ValueError
+        If ``n_experts`` is out of range, the model has no gate or several levels,
+        ``X`` has the wrong width, or fine-tuning is asked for without ``y``.
+    sklearn.exceptions.NotFittedError
+        If ``estimator`` is not fitted.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> import skmoe
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> reg = skmoe.MixtureOfExpertsRegressor(n_experts=6, max_iter=50,
+    ...                                       random_state=0).fit(X, y)
+    >>> merged = skmoe.merge_experts(reg, X, n_experts=3)
+    >>> merged.n_experts, len(merged.expert_clusters_)
+    (3, 3)
+    """
+    available = check_gated(estimator, "merge_experts")
+    n_experts = check_n_experts(n_experts, available, "merge_experts")
+    fine_tune_iter = check_fine_tune_iter(fine_tune_iter, "merge_experts")
+    if fine_tune_iter and y is None:
+        raise ValueError("merge_experts: fine_tune_iter > 0 needs the targets y.")
+    module = copy.deepcopy(estimator.module_).cpu().double().eval()
+    if not isinstance(module, MixtureOfExperts) and module.n_levels > 1:
+        raise ValueError(
+            "merge_experts merges the experts of one level; this model has "
+            f"{module.n_levels} (architecture='ple'). Use prune_experts instead."
+        )
+    rows = estimator._validate_X(X)
+    rows = torch.as_tensor(np.asarray(rows.toarray() if sp.issparse(rows) else rows))
+    rows = rows.double()
+    if isinstance(module, MixtureOfExperts):
+        bank, gates = module.experts, [module.gate]
+    else:
+        level = module.levels[0]
+        bank, gates = level.experts, list(level.task_gates)
+    with torch.no_grad():
+        outputs = bank.forward_shared(rows)[:available]
+        usage = np.mean(
+            [g(rows).dense_weights().numpy()[:, :available].sum(0) for g in gates],
+            axis=0,
+        )
+        clusters = _cluster(outputs.numpy(), n_experts)
+        merged = keep_experts(module, [c[0] for c in clusters])
+        target = merged.experts if isinstance(merged, MixtureOfExperts) else None
+        if target is None:
+            target = merged.levels[0].experts
+        _merge_bank(bank, target, clusters, usage, rows)
+        small_gates = (
+            [merged.gate]
+            if isinstance(merged, MixtureOfExperts)
+            else list(merged.levels[0].task_gates)
+        )
+        for gate, small in zip(gates, small_gates, strict=True):
+            _merge_gate(gate, small, clusters, rows)
+    new = with_module(estimator, merged, n_experts)
+    new.expert_clusters_ = [list(c) for c in clusters]
+    new.expert_usage_ = regroup_usage(estimator, clusters)
+    return fine_tune(new, X, y, fine_tune_iter)
+
+
+def _cluster(outputs, n_clusters):
+    """Clusters of experts (lists of indices, most used first is not implied)."""
+    n = outputs.shape[0]
+    if n_clusters == n:
+        return [[e] for e in range(n)]
+    flat = outputs.reshape(n, -1)
+    if n_clusters == 1:
+        labels = np.zeros(n, dtype=int)
+    else:
+        labels = AgglomerativeClustering(
+            n_clusters=n_clusters, linkage="average"
+        ).fit_predict(flat)
+    return [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
+
+
+def _merge_bank(bank, target, clusters, usage, rows):
+    """Write each cluster's usage-weighted, unit-aligned average into ``target``."""
+    n_layers = len(bank.weights)
+    for c, members in enumerate(clusters):
+        anchor = max(members, key=lambda e: usage[e])
+        weights = [[w[e].clone() for w in bank.weights] for e in members]
+        biases = [[b[e].clone() for b in bank.biases] for e in members]
+        for i, e in enumerate(members):
+            if e == anchor:
+                continue
+            for layer in range(n_layers - 1):  # align each hidden layer's units
+                h_anchor = _activations(bank, anchor, rows, layer + 1, None, None)
+                h_member = _activations(bank, e, rows, layer + 1, weights[i], biases[i])
+                order = _match(h_anchor, h_member)
+                weights[i][layer] = weights[i][layer][:, order]
+                biases[i][layer] = biases[i][layer][order]
+                weights[i][layer + 1] = weights[i][layer + 1][order, :]
+        share = torch.tensor([usage[e] for e in members], dtype=torch.float64)
+        share = (
+            share / share.sum()
+            if share.sum() > 0
+            else torch.full_like(share, 1 / len(members))
+        )
+        for layer in range(n_layers):
+            target.weights[layer][c] = sum(
+                s * w[layer] for s, w in zip(share, weights, strict=True)
+            )
+            target.biases[layer][c] = sum(
+                s * b[layer] for s, b in zip(share, biases, strict=True)
+            )
+
+
+def _activations(bank, e, rows, depth, weights, biases):
+    act = ACTIVATIONS[bank.activation]
+    weights = weights or [w[e] for w in bank.weights]
+    biases = biases or [b[e] for b in bank.biases]
+    h = rows
+    for layer in range(depth):
+        h = act(h @ weights[layer] + biases[layer])
+    return h
+
+
+def _match(anchor, member):
+    """The permutation of ``member``'s units that best matches ``anchor``'s."""
+    a = (anchor - anchor.mean(0)) / (anchor.std(0) + 1e-12)
+    m = (member - member.mean(0)) / (member.std(0) + 1e-12)
+    corr = (a.T @ m).numpy() / max(anchor.shape[0], 1)
+    _, order = linear_sum_assignment(-corr)
+    return torch.as_tensor(order)
+
+
+def _merge_gate(gate, small, clusters, rows):
+    """Each cluster routes as its most used member, with the members' gate mass.
+
+    The cluster's row is its most used member's, its bias raised by the log of the
+    ratio of the members' summed gate mass on ``rows`` to that member's (so that
+    under dense routing the merged expert receives about the weight its members
+    shared).
+    """
+    mass = gate(rows).dense_weights().sum(0)
+    for c, members in enumerate(clusters):
+        anchor = max(members, key=lambda e: float(mass[e]))
+        lift = torch.log(mass[members].sum() / mass[anchor]) if mass[anchor] > 0 else 0
+        small.router.weight[c] = gate.router.weight[anchor]
+        small.router.bias[c] = gate.router.bias[anchor] + lift
+        if gate.noise is not None:
+            small.noise.weight[c] = gate.noise.weight[anchor]
+            small.noise.bias[c] = gate.noise.bias[anchor]

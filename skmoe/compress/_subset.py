@@ -1,0 +1,120 @@
+"""A fitted estimator that keeps some of another's experts, and brief retraining."""
+
+import copy
+import warnings
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from ..nn.subset import keep_experts
+
+# Fitted state that belongs to the original module and must not be shared.
+_MODULE_STATE = ("module_", "_predictor", "_small_batch", "_optimizer")
+
+
+def check_n_experts(n_experts, available, caller):
+    """``n_experts`` must be an int in ``[1, available]``."""
+    if (
+        isinstance(n_experts, bool)
+        or not isinstance(n_experts, Integral)
+        or not 1 <= n_experts <= available
+    ):
+        raise ValueError(
+            f"{caller}: n_experts must be an int from 1 to the model's {available} "
+            f"experts, got {n_experts!r}."
+        )
+    return int(n_experts)
+
+
+def with_module(estimator, module, n_experts):
+    """A new fitted estimator of ``estimator``'s class holding ``module``.
+
+    ``module`` has ``n_experts`` (shared) experts. The copy is built as ``fit`` would
+    build a model of that size, then given ``module``'s weights, so that every
+    prediction path, :func:`skmoe.save` and :func:`skmoe.load` treat it as any other
+    fitted estimator. ``estimator`` is not modified.
+    """
+    new = object.__new__(type(estimator))
+    state = {k: v for k, v in estimator.__dict__.items() if k not in _MODULE_STATE}
+    new.__dict__.update(copy.deepcopy(state))
+    top_k = estimator.top_k
+    new.n_experts = n_experts
+    if top_k is not None:
+        choices = new._gate_choices()
+        new.top_k = min(top_k, choices[0]) if choices is not None else top_k
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights
+        shell = new._build_module(
+            estimator.n_features_in_, new._objective(), new._hidden_sizes()
+        )
+    shell.load_state_dict(module.state_dict())
+    new.module_ = shell.to(estimator.device_).eval()
+    new._refresh_inference_module()
+    return new
+
+
+def with_experts(estimator, experts):
+    """A new fitted estimator that keeps only ``experts`` of ``estimator``'s."""
+    experts = [int(e) for e in experts]
+    new = with_module(estimator, keep_experts(estimator.module_, experts), len(experts))
+    new.expert_usage_ = regroup_usage(estimator, [[e] for e in experts])
+    return new
+
+
+def regroup_usage(estimator, groups):
+    """``expert_usage_`` of a model whose (shared) expert ``i`` is ``groups[i]``'s
+    experts of ``estimator`` together; task experts stay as they are."""
+    usage = estimator.expert_usage_
+    if usage is None:
+        return None
+    usage = np.asarray(usage, dtype=np.float64)
+    columns = [usage[..., group].sum(axis=-1) for group in groups]
+    if usage.ndim == 2:  # multi-gate: shared experts first, then the tasks' own
+        n_shared = estimator.module_.n_shared_experts
+        columns += [usage[:, e] for e in range(n_shared, usage.shape[1])]
+    kept = np.stack(columns, axis=-1)
+    total = kept.sum(axis=-1, keepdims=True)
+    return np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
+
+
+def fine_tune(estimator, X, y, n_iter, experts=False):
+    """Retrain ``estimator``'s gates (and towers; ``experts=True``: everything) in
+    place for ``n_iter`` epochs on ``X, y``, starting from its current weights."""
+    if n_iter == 0:
+        return estimator
+    frozen = []
+    if not experts:
+        for name, param in estimator.module_.named_parameters():
+            if _is_expert(name) and param.requires_grad:
+                param.requires_grad_(False)
+                frozen.append(param)
+    params = {k: getattr(estimator, k) for k in ("warm_start", "max_iter")}
+    estimator.set_params(warm_start=True, max_iter=int(n_iter))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator.fit(X, y)
+    finally:
+        estimator.set_params(**params)
+        for param in frozen:
+            param.requires_grad_(True)
+        estimator.__dict__.pop("_optimizer", None)
+    return estimator
+
+
+def _is_expert(name):
+    return name.startswith("experts.") or ".experts." in name
+
+
+def check_fine_tune_iter(fine_tune_iter, caller):
+    if (
+        isinstance(fine_tune_iter, bool)
+        or not isinstance(fine_tune_iter, Integral)
+        or fine_tune_iter < 0
+    ):
+        raise ValueError(
+            f"{caller}: fine_tune_iter must be a non-negative int, got "
+            f"{fine_tune_iter!r}."
+        )
+    return int(fine_tune_iter)
