@@ -8,10 +8,11 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from .._inference import InferenceCache
 from ..nn.subset import keep_experts
 
 # Fitted state that belongs to the original module and must not be shared.
-_MODULE_STATE = ("module_", "_predictor", "_small_batch", "_optimizer")
+_MODULE_STATE = ("module_", "_inference_cache", "_optimizer")
 
 
 def check_n_experts(n_experts, available, caller):
@@ -43,14 +44,16 @@ def with_module(estimator, module, n_experts):
     new.n_experts = n_experts
     if top_k is not None:
         choices = new._gate_choices()
-        new.top_k = min(top_k, choices[0]) if choices is not None else top_k
+        new.top_k = min(top_k, choices) if choices is not None else top_k
     with torch.random.fork_rng(devices=[]):  # building draws initial weights
         shell = new._build_module(
             estimator.n_features_in_, new._objective(), new._hidden_sizes()
         )
     shell.load_state_dict(module.state_dict())
     new.module_ = shell.to(estimator.device_).eval()
-    new._refresh_inference_module()
+    new._inference_cache = InferenceCache()
+    new.top_k_ = new._effective_top_k()
+    new._fitted_network = new._network_signature()
     return new
 
 
