@@ -22,7 +22,7 @@ from . import __version__
 from ._engine import TrainingHistory, resolve_device
 from ._targets import LabelCodes, TargetScaler
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
-from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
+from .multigate import MultiGateMoE, MultiGateMoEClassifier, MultiGateMoERegressor
 
 FORMAT_VERSION = 1
 _METADATA_KEY = "skmoe"
@@ -33,6 +33,7 @@ _ESTIMATORS = {
         MixtureOfExpertsRegressor,
         MultiGateMoEClassifier,
         MultiGateMoERegressor,
+        MultiGateMoE,
     )
 }
 _TUPLE_PARAMS = ("expert_hidden_layer_sizes", "tower_hidden_layer_sizes")
@@ -246,8 +247,29 @@ def _params_to_json(params):
             value = np.asarray(value).tolist()
         elif isinstance(value, np.generic):
             value = value.item()
-        out[key] = value
+        out[key] = _dict_to_json(value)
     return out
+
+
+def _dict_to_json(value):
+    """A dict (task or class names may be ints) as ``{"__items__": [[k, v], ...]}``."""
+    if isinstance(value, dict):
+        items = []
+        for k, v in value.items():
+            k = k.item() if isinstance(k, np.generic) else k
+            if not isinstance(k, (str, int, float, bool)):
+                raise TypeError(f"cannot save the dict key {k!r}")
+            items.append([k, _dict_to_json(v)])
+        return {"__items__": items}
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _dict_from_json(value):
+    if isinstance(value, dict):
+        if set(value) != {"__items__"}:
+            raise TypeError("a saved dict must hold its items under __items__")
+        return {k: _dict_from_json(v) for k, v in value["__items__"]}
+    return value
 
 
 def _params_from_json(params, estimator):
@@ -257,7 +279,7 @@ def _params_from_json(params, estimator):
     unknown = set(params) - set(known)
     if unknown:
         raise ValueError(f"unknown parameters in the file: {sorted(unknown)}")
-    params = dict(params)
+    params = {key: _dict_from_json(value) for key, value in params.items()}
     for key in _TUPLE_PARAMS:
         if isinstance(params.get(key), list):
             params[key] = tuple(params[key])
@@ -325,6 +347,12 @@ def _fitted_to_json(est):
     }
     if hasattr(est, "_label_codes"):
         fitted["classes"] = [_array_to_json(c) for c in est._label_codes.classes]
+    if hasattr(est, "_tasks"):
+        fitted["tasks"] = est._tasks.to_json()
+        fitted["task_weights_state"] = list(est._task_weighting.state())
+        fitted["task_weights_curve_"] = [
+            np.asarray(w).tolist() for w in est.task_weights_curve_
+        ]
     if hasattr(est, "_scaler"):
         fitted["target_mean"] = est._scaler.mean.tolist()
         fitted["target_scale"] = est._scaler.scale.tolist()
@@ -348,7 +376,13 @@ def _restore_fitted(est, fitted):
     est._y_was_1d = bool(fitted["y_was_1d"])
     est._seed = int(fitted["seed"])
     est._n_calls = int(fitted["n_calls"])
-    if "classes" in fitted:
+    if "tasks" in fitted:
+        est._restore_tasks(
+            fitted["tasks"],
+            fitted["task_weights_state"],
+            fitted["task_weights_curve_"],
+        )
+    elif "classes" in fitted:
         classes = [_array_from_json(c) for c in fitted["classes"]]
         if len(classes) != n_outputs or any(len(c) < 2 for c in classes):
             raise ValueError("classes do not match n_outputs_")

@@ -2,7 +2,12 @@
 
 from sklearn.base import ClassifierMixin
 
-from .._classification import ClassificationMixin
+from .._base import with_params
+from .._classification import (
+    CLASS_WEIGHT_CONSTRAINT,
+    CLASS_WEIGHT_DOC,
+    ClassificationMixin,
+)
 from ._single_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, SingleGateMixin
 
 
@@ -16,8 +21,7 @@ class MixtureOfExpertsClassifier(ClassificationMixin, ClassifierMixin, SingleGat
 
     Parameters
     ----------
-{PARAMETERS_DOC}
-    Attributes
+{PARAMETERS_DOC}{CLASS_WEIGHT_DOC}    Attributes
     ----------
     classes_ : ndarray or list of ndarray
         Class labels; a list with one array per output for a 2-D ``y``.
@@ -39,3 +43,10 @@ class MixtureOfExpertsClassifier(ClassificationMixin, ClassifierMixin, SingleGat
     >>> clf.gate_weights(X[:2]).shape
     (2, 4)
     """
+
+    _parameter_constraints: dict = {
+        **SingleGateMixin._parameter_constraints,
+        "class_weight": CLASS_WEIGHT_CONSTRAINT,
+    }
+
+    __init__ = with_params(SingleGateMixin.__init__, class_weight=None)
