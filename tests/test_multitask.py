@@ -1,8 +1,11 @@
 """MultiGateMoE: mixed task types, learned task weights, task chains, class weights."""
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.base import clone
 from sklearn.metrics import r2_score, roc_auc_score
@@ -119,7 +122,7 @@ def test_missing_labels_are_masked(mixed):
     y = y.astype({"colour": object})
     y.loc[::3, "dwell"] = np.nan
     y.loc[1::4, "colour"] = None
-    with pytest.raises(ValueError, match="missing label in task 'dwell'"):
+    with pytest.raises(ValueError, match="missing label in task 'colour'"):
         MultiGateMoE(**FAST).fit(X, y)
     model = MultiGateMoE(allow_missing_labels=True, **FAST).fit(X, y)
     # What stands in a masked cell does not matter.
@@ -334,3 +337,23 @@ def test_task_chain_learns_conversion_from_clicked_rows_only():
     assert joint.mean() == pytest.approx(observed, abs=0.03)
     with pytest.raises(ValueError, match="missing label in task 'conversion'"):
         MultiGateMoE(task_types="binary", **FAST).fit(X[train], y[train])
+
+
+def test_predictions_survive_pickle_subsets_and_refits(mixed, fitted):
+    # What scikit-learn's pickle, subset, row-order and idempotence checks test,
+    # on predict_proba's dict.
+    X, y = mixed
+    proba = fitted.predict_proba(X)
+    loaded = pickle.loads(pickle.dumps(fitted))
+    for task, p in loaded.predict_proba(X).items():
+        np.testing.assert_array_equal(p, proba[task])
+    order = np.random.default_rng(0).permutation(len(X))
+    for task, p in fitted.predict_proba(X[order]).items():
+        np.testing.assert_allclose(p, proba[task][order], rtol=1e-12)
+    for task, p in fitted.predict_proba(X[:7]).items():
+        np.testing.assert_allclose(p, proba[task][:7], rtol=1e-12)
+    refit = clone(fitted).fit(X, y)
+    for task, p in refit.predict_proba(X).items():
+        np.testing.assert_array_equal(p, proba[task])
+    sparse = fitted.predict_proba(sp.csr_matrix(X))
+    np.testing.assert_allclose(sparse["colour"], proba["colour"], rtol=1e-12)

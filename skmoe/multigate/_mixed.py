@@ -151,11 +151,16 @@ class MultiGateMoE(MultiGateMixin):
     def _prepare_targets(self, y, sample_weight, reset, classes):
         if reset:
             self._set_tasks(Tasks.learn(y, self.task_types, sample_weight, classes))
-        chained_children = set(self._chains)
-        targets = self._tasks.encode(
-            y, self.allow_missing_labels, lenient=chained_children
-        )
-        return targets, self._objective()
+            if self.class_weight is not None and "regression" in self._tasks.types:
+                # The regression targets' standardisation weighs rows as a
+                # sample_weight would, class weights included.
+                factors = self._class_factors(self._encode(y), incremental=False)
+                weighted = sample_weight * factors
+                self._set_tasks(Tasks.learn(y, self.task_types, weighted, classes))
+        return self._encode(y), self._objective()
+
+    def _encode(self, y):
+        return self._tasks.encode(y, self.allow_missing_labels, lenient=self._chains)
 
     def _set_tasks(self, tasks):
         self._tasks = tasks
@@ -189,9 +194,13 @@ class MultiGateMoE(MultiGateMixin):
         return MixedTaskObjective(tasks, self._chains, self._task_weighting)
 
     def _weigh_rows(self, targets, sample_weight, incremental):
-        class_weight = self.class_weight
-        if class_weight is None:
+        if self.class_weight is None:
             return sample_weight
+        return sample_weight * self._class_factors(targets, incremental)
+
+    def _class_factors(self, targets, incremental):
+        """Each row's product of its tasks' class weights."""
+        class_weight = self.class_weight
         _check_incremental_class_weight(class_weight, incremental, "MultiGateMoE")
         names = self._tasks.names
         if isinstance(class_weight, str):
@@ -216,7 +225,7 @@ class MultiGateMoE(MultiGateMixin):
             factors *= class_weight_factors(
                 weights, self.classes_[name], codes, where=f" of task {name!r}"
             )
-        return sample_weight * factors
+        return factors
 
     # -- training hooks ---------------------------------------------------------------
     def _trained_module(self, module):
@@ -245,6 +254,7 @@ class MultiGateMoE(MultiGateMixin):
     def _restore_tasks(self, document, weighting_state, curve):
         """Put back the fitted task description (used by ``skmoe.load``)."""
         self._set_tasks(Tasks.from_json(document))
+        self._weights_curve = [list(w) for w in curve]
         if len(weighting_state) not in (0, self.n_outputs_):
             raise ValueError("the saved task weights do not match the tasks")
         if weighting_state:

@@ -58,8 +58,8 @@ def _task_type(requested, present, name):
         ) from None
     if values.shape[0] < 2:
         raise ValueError(
-            f"Task {name!r} has one value only ({values[0]!r}); a task needs at least "
-            "two different labels."
+            f"Task {name!r} has one value only ({values[0].item()!r}): one class, or a "
+            "constant target; a task needs at least two different labels."
         )
     found = type_of_target(present)
     numeric = present.dtype.kind in "biuf"
