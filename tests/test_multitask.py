@@ -357,3 +357,25 @@ def test_predictions_survive_pickle_subsets_and_refits(mixed, fitted):
         np.testing.assert_array_equal(p, proba[task])
     sparse = fitted.predict_proba(sp.csr_matrix(X))
     np.testing.assert_allclose(sparse["colour"], proba["colour"], rtol=1e-12)
+
+
+def test_early_stopping_scoring_per_task_or_averaged(mixed):
+    X, y = mixed
+    seen = []
+
+    def auc(estimator, X_val, y_val, sample_weight=None):
+        # A scorer callable gets the task's validation predictions as an estimator.
+        seen.append((estimator.classes_.tolist(), len(y_val)))
+        return roc_auc_score(y_val, estimator.predict_proba(X_val)[:, 1])
+
+    params = {**FAST, "max_iter": 40, "early_stopping": True, "n_iter_no_change": 5}
+    model = MultiGateMoE(scoring={"click": auc, "dwell": "r2"}, **params).fit(X, y)
+    assert seen[0] == ([0, 1], 30) and len(seen) == model.n_iter_
+    assert model.best_validation_score_ == max(model.validation_scores_)
+    assert model.best_validation_score_ > 0.9
+    log_loss = MultiGateMoE(scoring={"colour": "neg_log_loss"}, **params).fit(X, y)
+    assert all(s < 0 for s in log_loss.validation_scores_)
+    with pytest.raises(ValueError, match="scoring failed on task 'dwell'"):
+        MultiGateMoE(scoring="neg_log_loss", **params).fit(X, y)
+    with pytest.raises(ValueError, match=r"scoring names task\(s\) \['buy'\]"):
+        MultiGateMoE(scoring={"buy": "r2"}, **params).fit(X, y)

@@ -2,8 +2,8 @@
 
 import numpy as np
 import torch
-from sklearn.base import _fit_context
-from sklearn.metrics import r2_score
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.metrics import check_scoring, r2_score
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_consistent_length, validate_data
 
@@ -62,6 +62,14 @@ MIXED_PARAMETERS_DOC = """\
         product of its tasks' class weights (a missing label counts 1), so a class
         weight is the same as the corresponding ``sample_weight``. ``partial_fit``
         accepts dicts of weights only.
+    scoring : str, callable, dict or None, default=None
+        The validation score of early stopping (higher is better; the best epoch's
+        weights are restored). ``None``: the mean over tasks of accuracy and R². A
+        scikit-learn scorer name (``"roc_auc"``, ``"neg_log_loss"``, ``"r2"``, ...) or
+        a scorer callable ``scorer(estimator, X, y)`` is applied to every task and
+        averaged; ``{task: scorer}`` scores only the tasks named, each with its own,
+        and averages them. Each task is scored on its validation rows that carry its
+        label.
 """
 
 
@@ -130,10 +138,15 @@ class MultiGateMoE(MultiGateMixin):
         "task_types": [str, list, tuple, dict],
         "task_chain": [dict, None],
         "class_weight": [dict, StrOptions({"balanced"}), None],
+        "scoring": [str, callable, dict, None],
     }
 
     __init__ = with_params(
-        MultiGateMixin.__init__, task_types="auto", task_chain=None, class_weight=None
+        MultiGateMixin.__init__,
+        task_types="auto",
+        task_chain=None,
+        class_weight=None,
+        scoring=None,
     )
 
     # -- targets ----------------------------------------------------------------------
@@ -191,7 +204,55 @@ class MultiGateMoE(MultiGateMixin):
             else MeanSquaredError(1)
             for t in range(len(self._tasks.names))
         ]
-        return MixedTaskObjective(tasks, self._chains, self._task_weighting)
+        scorer = None if self.scoring is None else self._validation_scorer()
+        return MixedTaskObjective(tasks, self._chains, self._task_weighting, scorer)
+
+    def _validation_scorer(self):
+        """``scoring`` as a function of the validation outputs, targets and weights."""
+        if isinstance(self.scoring, dict):
+            unknown = [k for k in self.scoring if k not in self._tasks.names]
+            if unknown:
+                raise ValueError(
+                    f"scoring names task(s) {unknown} that are not tasks of y "
+                    f"(tasks: {self._tasks.names})."
+                )
+            per_task = {self._tasks.index(k): v for k, v in self.scoring.items()}
+        else:
+            per_task = dict.fromkeys(range(len(self._tasks.names)), self.scoring)
+        per_task = {t: check_scoring(None, s) for t, s in per_task.items()}
+
+        def score(outputs, targets, weights):
+            outputs = outputs.detach().cpu().double().numpy()
+            targets = targets.detach().cpu().double().numpy()
+            weights = weights.detach().cpu().double().numpy()
+            chunks = np.split(outputs, np.cumsum(self._tasks.widths())[:-1], axis=1)
+            values = []
+            for t, scorer in per_task.items():
+                rows = ~np.isnan(targets[:, t])
+                frozen = (
+                    _FrozenClassifier
+                    if self._tasks.is_classification(t)
+                    else _FrozenRegressor
+                )(self._tasks.encoders[t], chunks[t][rows])
+                truth = frozen.decode(targets[rows, t])
+                try:
+                    values.append(
+                        scorer(
+                            frozen,
+                            np.arange(rows.sum()),
+                            truth,
+                            sample_weight=weights[rows],
+                        )
+                    )
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise ValueError(
+                        f"scoring failed on task {self._tasks.names[t]!r} "
+                        f"({self._tasks.types[t]}): {str(exc).rstrip('.')}. Give "
+                        "a dict of scorers for the tasks they suit."
+                    ) from None
+            return float(np.mean(values))
+
+        return score
 
     def _weigh_rows(self, targets, sample_weight, incremental):
         if self.class_weight is None:
@@ -450,6 +511,39 @@ class MultiGateMoE(MultiGateMixin):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
         return tags
+
+
+class _FrozenRegressor(RegressorMixin, BaseEstimator):
+    """One regression task's validation predictions, shaped as a fitted estimator
+    for a scikit-learn scorer; ``X`` is the row positions."""
+
+    def __init__(self, encoder=None, outputs=None):
+        self.encoder = encoder
+        self.outputs = outputs
+
+    def decode(self, column):
+        return self.encoder.inverse(column)
+
+    def predict(self, X):
+        return self.encoder.inverse(self.outputs[X, 0])
+
+
+class _FrozenClassifier(ClassifierMixin, BaseEstimator):
+    """One classification task's validation predictions, for a scorer."""
+
+    def __init__(self, encoder=None, outputs=None):
+        self.encoder = encoder
+        self.outputs = outputs
+        self.classes_ = encoder.classes[0]
+
+    def decode(self, column):
+        return self.classes_[column.astype(np.int64)]
+
+    def predict(self, X):
+        return self.classes_[self.outputs[X].argmax(axis=1)]
+
+    def predict_proba(self, X):
+        return torch.softmax(torch.from_numpy(self.outputs[X]), dim=1).numpy()
 
 
 class _TaskWeightRecorder:
