@@ -34,3 +34,8 @@ def test_multitask_benchmark_quick(tmp_path):
     lines = (tmp_path / "multitask.csv").read_text().splitlines()
     assert lines[0] == "model,seed,log_price,cut,colorless,mean,fit_seconds"
     assert len(lines) == 1 + len(MODELS)
+
+
+def test_esmm_benchmark_quick():
+    out = run_script(ROOT / "benchmarks" / "esmm.py", "--quick", timeout=120).stdout
+    assert "| 0 | plain | " in out and "| 0 | chained | " in out, out
