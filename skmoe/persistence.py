@@ -23,6 +23,7 @@ from ._engine import TrainingHistory, resolve_device
 from ._targets import LabelCodes, TargetScaler
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoE, MultiGateMoEClassifier, MultiGateMoERegressor
+from .multigate._tasks import TASK_TYPES, Tasks
 
 FORMAT_VERSION = 1
 _METADATA_KEY = "skmoe"
@@ -348,7 +349,7 @@ def _fitted_to_json(est):
     if hasattr(est, "_label_codes"):
         fitted["classes"] = [_array_to_json(c) for c in est._label_codes.classes]
     if hasattr(est, "_tasks"):
-        fitted["tasks"] = est._tasks.to_json()
+        fitted["tasks"] = _tasks_to_json(est._tasks)
         fitted["task_weights_state"] = list(est._task_weighting.state())
         fitted["task_weights_curve_"] = [
             np.asarray(w).tolist() for w in est.task_weights_curve_
@@ -357,6 +358,47 @@ def _fitted_to_json(est):
         fitted["target_mean"] = est._scaler.mean.tolist()
         fitted["target_scale"] = est._scaler.scale.tolist()
     return fitted
+
+
+def _tasks_to_json(tasks):
+    for name in tasks.names:
+        if not isinstance(name, (str, int)) or isinstance(name, bool):
+            raise TypeError(f"cannot save the task name {name!r}")
+    encoders = []
+    for t, encoder in enumerate(tasks.encoders):
+        if tasks.is_classification(t):
+            encoders.append({"classes": _array_to_json(encoder.classes[0])})
+        else:
+            encoders.append(
+                {"mean": float(encoder.mean[0]), "scale": float(encoder.scale[0])}
+            )
+    return {
+        "names": tasks.names,
+        "types": tasks.types,
+        "kind": tasks.kind,
+        "encoders": encoders,
+    }
+
+
+def _tasks_from_json(document):
+    names, types = list(document["names"]), list(document["types"])
+    if len(names) != len(types) or any(k not in TASK_TYPES for k in types):
+        raise ValueError("the file's task types are invalid")
+    if document["kind"] not in ("frame", "array", "1d"):
+        raise ValueError("the file's target kind is invalid")
+    encoders = []
+    for kind, entry in zip(types, document["encoders"], strict=True):
+        if kind == "regression":
+            scaler = TargetScaler.__new__(TargetScaler)
+            scaler.mean = np.array([float(entry["mean"])])
+            scaler.scale = np.array([float(entry["scale"])])
+            encoders.append(scaler)
+        else:
+            classes = _array_from_json(entry["classes"])
+            if len(classes) < 2:
+                raise ValueError("a task in the file has fewer than two classes")
+            encoders.append(LabelCodes([classes]))
+    return Tasks(names, types, encoders, document["kind"])
 
 
 def _restore_fitted(est, fitted):
@@ -378,7 +420,7 @@ def _restore_fitted(est, fitted):
     est._n_calls = int(fitted["n_calls"])
     if "tasks" in fitted:
         est._restore_tasks(
-            fitted["tasks"],
+            _tasks_from_json(fitted["tasks"]),
             fitted["task_weights_state"],
             fitted["task_weights_curve_"],
         )

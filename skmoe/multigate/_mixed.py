@@ -312,9 +312,9 @@ class MultiGateMoE(MultiGateMixin):
     def _stratify(self, targets):
         return None
 
-    def _restore_tasks(self, document, weighting_state, curve):
+    def _restore_tasks(self, tasks, weighting_state, curve):
         """Put back the fitted task description (used by ``skmoe.load``)."""
-        self._set_tasks(Tasks.from_json(document))
+        self._set_tasks(tasks)
         self._weights_curve = [list(w) for w in curve]
         if len(weighting_state) not in (0, self.n_outputs_):
             raise ValueError("the saved task weights do not match the tasks")

@@ -211,50 +211,6 @@ class Tasks:
                 targets[rows, t] = scaled.reshape(-1)
         return targets
 
-    def to_json(self):
-        from ..persistence import _array_to_json
-
-        for name in self.names:
-            if not isinstance(name, (str, int)) or isinstance(name, bool):
-                raise TypeError(f"cannot save the task name {name!r}")
-        encoders = []
-        for t, encoder in enumerate(self.encoders):
-            if self.is_classification(t):
-                encoders.append({"classes": _array_to_json(encoder.classes[0])})
-            else:
-                encoders.append(
-                    {"mean": float(encoder.mean[0]), "scale": float(encoder.scale[0])}
-                )
-        return {
-            "names": self.names,
-            "types": self.types,
-            "kind": self.kind,
-            "encoders": encoders,
-        }
-
-    @classmethod
-    def from_json(cls, document):
-        from ..persistence import _array_from_json
-
-        names, types = list(document["names"]), list(document["types"])
-        if len(names) != len(types) or any(k not in TASK_TYPES for k in types):
-            raise ValueError("the file's task types are invalid")
-        if document["kind"] not in ("frame", "array", "1d"):
-            raise ValueError("the file's target kind is invalid")
-        encoders = []
-        for kind, entry in zip(types, document["encoders"], strict=True):
-            if kind == "regression":
-                scaler = TargetScaler.__new__(TargetScaler)
-                scaler.mean = np.array([float(entry["mean"])])
-                scaler.scale = np.array([float(entry["scale"])])
-                encoders.append(scaler)
-            else:
-                classes = _array_from_json(entry["classes"])
-                if len(classes) < 2:
-                    raise ValueError("a task in the file has fewer than two classes")
-                encoders.append(LabelCodes([classes]))
-        return cls(names, types, encoders, document["kind"])
-
 
 def chain_ancestors(task_chain, tasks):
     """``{child index: [ancestor indices, nearest first]}`` of ``task_chain``."""
