@@ -16,6 +16,7 @@ from .._engine.multitask import (
     MixedTaskObjective,
     UncertaintyWeights,
 )
+from .._targets import LabelCodes
 from ._multi_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, MultiGateMixin
 from ._tasks import Tasks, chain_ancestors, split_columns
 
@@ -408,13 +409,10 @@ class MultiGateMoE(MultiGateMixin):
             array (1-D for a 1-D ``y``), of dtype object when the tasks' labels differ
             in type. A chained task predicts its label given its parent is positive.
         """
-        columns = []
-        for t, out in enumerate(self._task_outputs(X)):
-            encoder = self._tasks.encoders[t]
-            if self._tasks.is_classification(t):
-                columns.append(encoder.classes[0][out.argmax(axis=1)])
-            else:
-                columns.append(encoder.inverse(out[:, 0]))
+        columns = [
+            _task_prediction(self._tasks.encoders[t], out)
+            for t, out in enumerate(self._task_outputs(X))
+        ]
         return self._format(columns)
 
     def predict_proba(self, X):
@@ -513,6 +511,14 @@ class MultiGateMoE(MultiGateMixin):
         return tags
 
 
+def _task_prediction(encoder, outputs):
+    """A task's predictions from its raw outputs: the most probable class of a
+    classification (``LabelCodes``), the unscaled value of a regression."""
+    if isinstance(encoder, LabelCodes):
+        return encoder.classes[0][outputs.argmax(axis=1)]
+    return encoder.inverse(outputs[:, 0])
+
+
 class _FrozenRegressor(RegressorMixin, BaseEstimator):
     """One regression task's validation predictions, shaped as a fitted estimator
     for a scikit-learn scorer; ``X`` is the row positions."""
@@ -525,7 +531,7 @@ class _FrozenRegressor(RegressorMixin, BaseEstimator):
         return self.encoder.inverse(column)
 
     def predict(self, X):
-        return self.encoder.inverse(self.outputs[X, 0])
+        return _task_prediction(self.encoder, self.outputs[X])
 
 
 class _FrozenClassifier(ClassifierMixin, BaseEstimator):
@@ -540,7 +546,7 @@ class _FrozenClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[column.astype(np.int64)]
 
     def predict(self, X):
-        return self.classes_[self.outputs[X].argmax(axis=1)]
+        return _task_prediction(self.encoder, self.outputs[X])
 
     def predict_proba(self, X):
         return torch.softmax(torch.from_numpy(self.outputs[X]), dim=1).numpy()
