@@ -5,12 +5,13 @@ __version__ = "0.1.0.dev0"
 from .compress import distill, merge_experts, prune_experts
 from .export import to_onnx
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
-from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
+from .multigate import MultiGateMoE, MultiGateMoEClassifier, MultiGateMoERegressor
 from .persistence import load, save
 
 __all__ = [
     "MixtureOfExpertsClassifier",
     "MixtureOfExpertsRegressor",
+    "MultiGateMoE",
     "MultiGateMoEClassifier",
     "MultiGateMoERegressor",
     "__version__",

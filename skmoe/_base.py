@@ -6,6 +6,7 @@ module (single- or multi-gate).
 """
 
 import copy
+import inspect
 import types
 import warnings
 from numbers import Integral, Real
@@ -47,6 +48,32 @@ from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
 
 _MAX_SEED = np.iinfo(np.int32).max
+
+
+def with_params(init, **defaults):
+    """``init`` extended by keyword parameters ``defaults`` stored under their names.
+
+    An estimator adds its own parameters to a shared ``__init__`` this way, and the
+    signature scikit-learn reads (``get_params``, ``clone``) lists them after the
+    shared ones.
+    """
+
+    def __init__(self, *args, **kwargs):
+        own = {name: kwargs.pop(name, default) for name, default in defaults.items()}
+        init(self, *args, **kwargs)
+        for name, value in own.items():
+            setattr(self, name, value)
+
+    signature = inspect.signature(init)
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value)
+        for name, value in defaults.items()
+    ]
+    __init__.__signature__ = signature.replace(
+        parameters=[*signature.parameters.values(), *extra]
+    )
+    __init__.__doc__ = init.__doc__
+    return __init__
 
 
 class BaseMixtureOfExperts(BaseEstimator):
@@ -142,6 +169,18 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _usage_layers(self, module):
         """Modules with ``reset_usage`` / ``expert_usage`` to record during training."""
         raise NotImplementedError
+
+    def _weigh_rows(self, targets, sample_weight, incremental):
+        """Sample weights with any per-row factor (class weights) applied."""
+        return sample_weight
+
+    def _trained_module(self, module):
+        """What the optimiser trains: ``module`` and any learned loss parameters."""
+        return module
+
+    def _epoch_callbacks(self):
+        """Engine callbacks beyond the usage recorder."""
+        return ()
 
     # -- validation -------------------------------------------------------------------
     def _validate_training_data(self, X, y, reset, y_numeric):
@@ -303,6 +342,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             X, y = self._validate_targets(X, y, reset)
             sample_weight = self._check_sample_weight(sample_weight, X)
             targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
+            sample_weight = self._weigh_rows(targets, sample_weight, incremental)
             check_float32_range(X)
             if self._allows_missing_targets():
                 X, targets, sample_weight = _drop_unlabelled_rows(
@@ -369,7 +409,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         if fresh or not hasattr(self, "_optimizer"):
             expected_batch_weight = config.batch_size * float(sample_weight.mean())
             self._optimizer = make_optimizer(
-                module,
+                self._trained_module(module),
                 self.learning_rate_init,
                 self.alpha / expected_batch_weight,
                 device,
@@ -393,7 +433,7 @@ class BaseMixtureOfExperts(BaseEstimator):
                 history,
                 seed,
                 valid_data=valid_data,
-                callbacks=(recorder,),
+                callbacks=(recorder, *self._epoch_callbacks()),
             )
         except TrainingDivergedError:
             # The moments of a diverged optimizer are not finite; a fresh fit

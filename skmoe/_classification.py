@@ -4,10 +4,61 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import _fit_context
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 
 from ._engine import MultiOutputCrossEntropy
+from ._engine.objectives import MISSING_CLASS
 from ._fitted_state import array_from_json, array_to_json
 from ._targets import LabelCodes, as_2d_target, missing_mask
+
+CLASS_WEIGHT_DOC = """\
+    class_weight : dict, list of dict, "balanced" or None, default=None
+        Weights of the classes: ``{label: weight}``, one such dict per output for a
+        2-D ``y``, or ``"balanced"`` for ``n_samples / (n_classes *
+        np.bincount(y))``. A row's weight is multiplied by its class's weight (by the
+        product over outputs for a 2-D ``y``, as scikit-learn's trees do), so a class
+        weight is the same as the corresponding ``sample_weight``. ``"balanced"`` is
+        computed from the data of each ``fit``; ``partial_fit`` accepts dicts only.
+"""
+
+CLASS_WEIGHT_CONSTRAINT = [dict, list, StrOptions({"balanced"}), None]
+
+
+def class_weight_factors(class_weight, classes, codes, where=""):
+    """Each row's class weight: ``codes`` are one task's class codes, with
+    ``MISSING_CLASS`` (factor 1) where the label is missing."""
+    present = codes != MISSING_CLASS
+    labels = classes[codes[present]]
+    if isinstance(class_weight, dict):
+        unknown = [k for k in class_weight if k not in set(classes.tolist())]
+        if unknown:
+            raise ValueError(
+                f"class_weight{where} names classes {unknown} that are not in y "
+                f"(classes: {classes.tolist()})."
+            )
+    try:
+        weights = compute_class_weight(class_weight, classes=classes, y=labels)
+    except ValueError as exc:
+        raise ValueError(f"class_weight{where}: {exc}") from None
+    factors = np.ones(codes.shape[0])
+    factors[present] = weights[codes[present]]
+    return factors
+
+
+def _check_incremental_class_weight(class_weight, incremental, name):
+    candidates = [class_weight]
+    if isinstance(class_weight, (list, tuple)):
+        candidates += list(class_weight)
+    elif isinstance(class_weight, dict):
+        candidates += list(class_weight.values())
+    balanced = any(isinstance(c, str) and c == "balanced" for c in candidates)
+    if incremental and balanced:
+        raise ValueError(
+            f"{name}: class_weight='balanced' needs the class frequencies of the "
+            "whole data, which partial_fit does not see; pass a dict of weights, "
+            "for example from sklearn.utils.class_weight.compute_class_weight."
+        )
 
 
 class ClassificationMixin:
@@ -27,6 +78,35 @@ class ClassificationMixin:
             raise ValueError("classes do not match n_outputs_")
         self._label_codes = LabelCodes(classes)
         self.classes_ = classes[0] if self._y_was_1d else list(classes)
+
+    def _weigh_rows(self, targets, sample_weight, incremental):
+        class_weight = self.class_weight
+        if class_weight is None:
+            return sample_weight
+        name = type(self).__name__
+        _check_incremental_class_weight(class_weight, incremental, name)
+        n_outputs = targets.shape[1]
+        if isinstance(class_weight, dict) or class_weight == "balanced":
+            per_output = [class_weight] * n_outputs
+            if isinstance(class_weight, dict) and n_outputs > 1:
+                raise ValueError(
+                    f"{name}: y has {n_outputs} outputs; give class_weight as "
+                    "'balanced' or a list of one dict per output."
+                )
+        else:
+            per_output = list(class_weight)
+            if len(per_output) != n_outputs:
+                raise ValueError(
+                    f"{name}: class_weight has {len(per_output)} entries but y has "
+                    f"{n_outputs} outputs; give one dict per output."
+                )
+        factors = np.ones(targets.shape[0])
+        for j, weights in enumerate(per_output):
+            where = "" if n_outputs == 1 else f" of output {j}"
+            factors *= class_weight_factors(
+                weights, self._label_codes.classes[j], targets[:, j], where
+            )
+        return sample_weight * factors
 
     def _validate_targets(self, X, y, reset):
         X, y = self._validate_training_data(X, y, reset, y_numeric=False)

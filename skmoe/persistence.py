@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from . import __version__
 from ._engine import resolve_device
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
-from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
+from .multigate import MultiGateMoE, MultiGateMoEClassifier, MultiGateMoERegressor
 
 FORMAT_VERSION = 2
 _METADATA_KEY = "skmoe"
@@ -52,6 +52,7 @@ _ESTIMATORS = {
         MixtureOfExpertsRegressor,
         MultiGateMoEClassifier,
         MultiGateMoERegressor,
+        MultiGateMoE,
     )
 }
 _TUPLE_PARAMS = ("expert_hidden_layer_sizes", "tower_hidden_layer_sizes")
@@ -417,8 +418,29 @@ def _params_to_json(params):
             value = np.asarray(value).tolist()
         elif isinstance(value, np.generic):
             value = value.item()
-        out[key] = value
+        out[key] = _dict_to_json(value)
     return out
+
+
+def _dict_to_json(value):
+    """A dict (task or class names may be ints) as ``{"__items__": [[k, v], ...]}``."""
+    if isinstance(value, dict):
+        items = []
+        for k, v in value.items():
+            k = k.item() if isinstance(k, np.generic) else k
+            if not isinstance(k, (str, int, float, bool)):
+                raise TypeError(f"cannot save the dict key {k!r}")
+            items.append([k, _dict_to_json(v)])
+        return {"__items__": items}
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _dict_from_json(value):
+    if isinstance(value, dict):
+        if set(value) != {"__items__"}:
+            raise TypeError("a saved dict must hold its items under __items__")
+        return {k: _dict_from_json(v) for k, v in value["__items__"]}
+    return value
 
 
 def _params_from_json(params, estimator):
@@ -428,7 +450,7 @@ def _params_from_json(params, estimator):
     unknown = set(params) - set(known)
     if unknown:
         raise ValueError(f"unknown parameters in the file: {sorted(unknown)}")
-    params = dict(params)
+    params = {key: _dict_from_json(value) for key, value in params.items()}
     for key in _TUPLE_PARAMS:
         if isinstance(params.get(key), list):
             params[key] = tuple(params[key])

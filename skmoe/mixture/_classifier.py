@@ -2,7 +2,12 @@
 
 from sklearn.base import ClassifierMixin
 
-from .._classification import ClassificationMixin
+from .._base import with_params
+from .._classification import (
+    CLASS_WEIGHT_CONSTRAINT,
+    CLASS_WEIGHT_DOC,
+    ClassificationMixin,
+)
 from ._single_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, SingleGateEstimator
 
 
@@ -18,8 +23,7 @@ class MixtureOfExpertsClassifier(
 
     Parameters
     ----------
-{PARAMETERS_DOC}
-    Attributes
+{PARAMETERS_DOC}{CLASS_WEIGHT_DOC}    Attributes
     ----------
     classes_ : ndarray or list of ndarray
         Class labels; a list with one array per output for a 2-D ``y``.
@@ -41,3 +45,10 @@ class MixtureOfExpertsClassifier(
     >>> clf.gate_weights(X[:2]).shape
     (2, 4)
     """
+
+    _parameter_constraints: dict = {
+        **SingleGateEstimator._parameter_constraints,
+        "class_weight": CLASS_WEIGHT_CONSTRAINT,
+    }
+
+    __init__ = with_params(SingleGateEstimator.__init__, class_weight=None)

@@ -2,7 +2,12 @@
 
 from sklearn.base import ClassifierMixin
 
-from .._classification import ClassificationMixin
+from .._base import with_params
+from .._classification import (
+    CLASS_WEIGHT_CONSTRAINT,
+    CLASS_WEIGHT_DOC,
+    ClassificationMixin,
+)
 from ._multi_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, MultiGateEstimator
 
 
@@ -16,8 +21,7 @@ class MultiGateMoEClassifier(ClassificationMixin, ClassifierMixin, MultiGateEsti
 
     Parameters
     ----------
-{PARAMETERS_DOC}
-    Attributes
+{PARAMETERS_DOC}{CLASS_WEIGHT_DOC}    Attributes
     ----------
     classes_ : list of ndarray
         Class labels of each task.
@@ -40,3 +44,10 @@ class MultiGateMoEClassifier(ClassificationMixin, ClassifierMixin, MultiGateEsti
     >>> [p.shape for p in clf.predict_proba(X[:2])]
     [(2, 2), (2, 2)]
     """
+
+    _parameter_constraints: dict = {
+        **MultiGateEstimator._parameter_constraints,
+        "class_weight": CLASS_WEIGHT_CONSTRAINT,
+    }
+
+    __init__ = with_params(MultiGateEstimator.__init__, class_weight=None)

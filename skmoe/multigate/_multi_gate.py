@@ -252,7 +252,11 @@ class MultiGateEstimator(BaseMixtureOfExperts):
                 "expert_hidden_layer_sizes needs at least one layer: its last width is "
                 "the representation the towers read."
             )
-        task_out = getattr(objective, "n_classes", None) or [1] * objective.n_outputs
+        task_out = (
+            getattr(objective, "task_widths", None)
+            or getattr(objective, "n_classes", None)
+            or [1] * objective.n_outputs
+        )
         return MultiGateMixtureOfExperts(
             n_features,
             task_out,
