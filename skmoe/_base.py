@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _num_samples,
     check_array,
     check_consistent_length,
     check_is_fitted,
@@ -37,6 +38,7 @@ from ._engine import (
     torch_threads,
     train,
 )
+from ._engine.distributed import data_parallel_group
 from ._engine.objectives import MISSING_CLASS
 from ._input import check_float32_range, iter_chunks, to_rows
 from ._small_batch import SMALL_BATCH_MAX_ROWS, small_batch_model
@@ -104,6 +106,16 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _usage_layers(self, module):
         """Modules with ``reset_usage`` / ``expert_usage`` to record during training."""
         raise NotImplementedError
+
+    def _target_summary(self, y, sample_weight):
+        """What this rank's targets contribute to target statistics agreed across
+        the ranks of a data-parallel fit (picklable)."""
+        return None
+
+    def _agreed_targets(self, summaries):
+        """From every rank's :meth:`_target_summary`, what :meth:`_prepare_targets`
+        receives as ``classes`` so that every rank encodes targets alike."""
+        return None
 
     # -- validation -------------------------------------------------------------------
     def _validate_training_data(self, X, y, reset, y_numeric):
@@ -214,6 +226,9 @@ class BaseMixtureOfExperts(BaseEstimator):
 
     def _fit(self, X, y, sample_weight=None, incremental=False, classes=None):
         reset = not self.__sklearn_is_fitted__() or not (incremental or self.warm_start)
+        # Inside a process group of several ranks, each rank passes its own rows.
+        parallel = data_parallel_group()
+        what = self._call_name(incremental)
         # Validation sets attributes as it goes (n_features_in_, classes_, ...); if
         # it fails, put back what a fitted estimator had so that it stays usable.
         before = dict(self.__dict__)
@@ -222,19 +237,31 @@ class BaseMixtureOfExperts(BaseEstimator):
             hidden = self._hidden_sizes()
             self._check_routing()
             device = resolve_device(self.device) if reset else self.device_
+            if parallel is not None:
+                parallel.check_rows(_num_samples(X), what)
             X, y = self._validate_targets(X, y, reset)
             sample_weight = self._check_sample_weight(sample_weight, X)
-            targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
             check_float32_range(X)
+            if parallel is not None:
+                classes = self._agree_across_ranks(
+                    parallel, what, X, y, sample_weight, reset, classes
+                )
+            targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
             if self._allows_missing_targets():
                 X, targets, sample_weight = _drop_unlabelled_rows(
                     X, targets, sample_weight
                 )
-        except Exception:
+            if parallel is not None:
+                parallel.agree({}, None, what)
+        except Exception as exc:
             self.__dict__.clear()
             self.__dict__.update(before)
+            if parallel is not None:  # every rank raises, none waits in a collective
+                parallel.fail(exc, what)
             raise
         seed = self._next_seed(reset)
+        if parallel is not None:
+            seed = parallel.broadcast(seed)
         early_stopping = self.early_stopping and not incremental
         with seeded(seed, device), torch_threads(self.n_threads):
             if reset:
@@ -245,9 +272,12 @@ class BaseMixtureOfExperts(BaseEstimator):
             train_data, valid_data = self._split(
                 X, targets, sample_weight, early_stopping, seed, device
             )
+            n_rows = len(train_data)
+            if parallel is not None:  # every rank takes the same batch size
+                n_rows = parallel.set_rows(n_rows)
             config = TrainingConfig(
                 max_epochs=1 if incremental else self.max_iter,
-                batch_size=self._batch_size(len(train_data)),
+                batch_size=self._batch_size(n_rows),
                 tol=self.tol,
                 n_iter_no_change=self.n_iter_no_change,
                 early_stopping=early_stopping,
@@ -259,6 +289,10 @@ class BaseMixtureOfExperts(BaseEstimator):
                 # on weights but not biases, with the batch size counted in sample
                 # weight so that a weight of k still equals k repeated rows.
                 expected_batch_weight = config.batch_size * float(sample_weight.mean())
+                if parallel is not None:  # the penalty is per global batch
+                    expected_batch_weight = parallel.global_batch_weight(
+                        config.batch_size, sample_weight
+                    )
                 self._optimizer = make_optimizer(
                     module,
                     self.learning_rate_init,
@@ -282,6 +316,7 @@ class BaseMixtureOfExperts(BaseEstimator):
                     seed,
                     valid_data=valid_data,
                     callbacks=(recorder,),
+                    parallel=parallel,
                 )
             except TrainingDivergedError:
                 # The moments of a diverged optimizer are not finite; a fresh fit
@@ -306,6 +341,37 @@ class BaseMixtureOfExperts(BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "module_")
+
+    def _call_name(self, incremental):
+        return f"{type(self).__name__}.{'partial_fit' if incremental else 'fit'}"
+
+    def _agree_across_ranks(self, parallel, what, X, y, sample_weight, reset, classes):
+        """Check that the ranks of a data-parallel fit build the same estimator on
+        rows of the same shape; return the ``classes`` every rank encodes with."""
+        params = {
+            name: _comparable(value)
+            for name, value in self.get_params(deep=False).items()
+            # Per-rank by nature: each rank's device, threads and chatter.
+            if name not in ("device", "n_threads", "verbose")
+        }
+        names = getattr(self, "feature_names_in_", None)
+        summary = None
+        if reset and classes is None:
+            summary = self._target_summary(y, sample_weight)
+        facts = parallel.agree(
+            {
+                "n_features": X.shape[1],
+                "feature names": None if names is None else list(names),
+                "parameters": params,
+                "target shape": np.shape(y)[1:],
+                "local_targets": summary,
+            },
+            None,
+            what,
+        )
+        if summary is None:
+            return classes
+        return self._agreed_targets([f["local_targets"] for f in facts])
 
     def _stratify(self, targets):
         return None
@@ -454,6 +520,16 @@ class BaseMixtureOfExperts(BaseEstimator):
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
+
+
+def _comparable(value):
+    """A parameter's value as ranks can compare it: a random generator (whose repr
+    holds an address) by its type, anything but a plain value by its repr."""
+    if isinstance(value, (np.random.RandomState, np.random.Generator)):
+        return type(value).__name__
+    if value is None or isinstance(value, (bool, Integral, Real, str, tuple)):
+        return value
+    return repr(value)
 
 
 def _drop_unlabelled_rows(X, targets, sample_weight):

@@ -6,7 +6,7 @@ import torch
 from sklearn.base import _fit_context
 
 from ._engine import MultiOutputCrossEntropy
-from ._targets import LabelCodes, as_2d_target, missing_mask
+from ._targets import LabelCodes, as_2d_target, local_classes, missing_mask
 
 
 class ClassificationMixin:
@@ -43,6 +43,14 @@ class ClassificationMixin:
                 f"{self.n_outputs_}."
             )
         return self._label_codes.encode(y2d, missing), self._objective()
+
+    def _target_summary(self, y, sample_weight):
+        return local_classes(as_2d_target(y)[0])
+
+    def _agreed_targets(self, summaries):
+        # The classes of every output: the union of those seen on each rank.
+        per_output = zip(*summaries, strict=True)
+        return [np.unique(np.concatenate(found)) for found in per_output]
 
     def _objective(self):
         return MultiOutputCrossEntropy(

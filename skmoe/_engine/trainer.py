@@ -72,11 +72,23 @@ class Batches:
         return len(self.rows)
 
 
-def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle=True):
+def run_epoch(
+    module,
+    objective,
+    optimizer,
+    data,
+    batch_size,
+    generator,
+    shuffle=True,
+    parallel=None,
+):
     """One pass over ``data``; returns the weighted mean loss as a 0-d tensor.
 
     The loss stays on the device until the caller reads it, so there is no host
-    synchronisation per batch.
+    synchronisation per batch. ``parallel`` (a
+    :class:`~skmoe._engine.distributed.DataParallel`) makes the pass one rank's part
+    of a data-parallel epoch: the same number of steps on every rank, gradients
+    averaged over the ranks.
     """
     module.train()
     n_rows = len(data)
@@ -85,6 +97,9 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
         order = torch.randperm(n_rows, generator=generator).to(device)
     else:
         order = torch.arange(n_rows, device=device)
+    forward = module
+    if parallel is not None:
+        order = parallel.epoch_order(order)
     total = torch.zeros((), device=device)
     tiny = torch.finfo(data.weights.dtype).tiny
     # The layers that store a balancing loss, found once rather than by walking
@@ -92,7 +107,12 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
     holders = [sub for sub in module.modules() if "aux_loss" in sub.__dict__]
     # Where every gradient has a closed form, the step skips autograd entirely.
     fast_step = closed_form_step(module, objective)
-    for start in range(0, n_rows, batch_size):
+    if parallel is not None:
+        params = list(module.parameters())
+        if fast_step is None:
+            forward = parallel.forward_module(module)
+    n_steps_rows = order.shape[0]
+    for start in range(0, n_steps_rows, batch_size):
         index = order[start : start + batch_size]
         x = data.rows.take(index)
         y = data.targets.index_select(0, index)
@@ -105,8 +125,10 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
         if fast_step is not None:
             w_total = batch_weight if w is None else batch_weight.clamp(min=tiny)
             loss = fast_step(x, y, w, w_total)
+            if parallel is not None:  # no autograd, so no DDP hooks: reduce here
+                parallel.average_gradients(params)
         else:
-            row_loss = objective.row_loss(module(x), y)
+            row_loss = objective.row_loss(forward(x), y)
             if w is None:
                 task = row_loss.mean()
             else:
@@ -121,7 +143,9 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
         else:
             total.addcmul_(loss.detach(), batch_weight)
     if data.uniform_weights:
-        return total / max(n_rows, 1)
+        return total / max(n_steps_rows, 1)
+    if n_steps_rows != n_rows:
+        return total / data.weights[order].sum().clamp(min=tiny)
     return total / data.weights.sum().clamp(min=tiny)
 
 
@@ -154,6 +178,7 @@ def train(
     seed,
     valid_data=None,
     callbacks=(),
+    parallel=None,
 ):
     """Train ``module`` for up to ``config.max_epochs`` epochs.
 
@@ -161,7 +186,10 @@ def train(
     ``early_stopping``, the validation score) has not improved by ``tol`` for
     ``n_iter_no_change`` consecutive epochs; with early stopping the best weights are
     restored. Each callback's ``on_epoch_begin(epoch)`` and
-    ``on_epoch_end(epoch, history)`` are called around each epoch.
+    ``on_epoch_end(epoch, history)`` are called around each epoch. With
+    ``parallel`` (a :class:`~skmoe._engine.distributed.DataParallel`), each rank
+    trains on its own rows, and the losses, validation scores and usage statistics
+    are reduced over the ranks, so that all of them stop at the same epoch.
 
     Raises
     ------
@@ -189,8 +217,12 @@ def train(
                     config.batch_size,
                     generator,
                     config.shuffle,
+                    parallel,
                 )
             )
+            if parallel is not None:
+                loss = parallel.weighted_mean(loss, train_data.weights.sum())
+                parallel.sum_usage(module)
             if not math.isfinite(loss):
                 module.load_state_dict(before)
                 raise TrainingDivergedError(
@@ -201,7 +233,7 @@ def train(
             history.n_iter = epoch
             history.loss_curve.append(loss)
             stop = _update_stopping(
-                module, objective, history, config, loss, valid_data
+                module, objective, history, config, loss, valid_data, parallel
             )
             if stop == "improved":
                 best_state = _snapshot(module)
@@ -222,9 +254,11 @@ def _snapshot(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _update_stopping(module, objective, history, config, loss, valid_data):
+def _update_stopping(module, objective, history, config, loss, valid_data, parallel):
     if config.early_stopping:
         score = evaluate(module, objective, valid_data, max(config.batch_size, 4096))
+        if parallel is not None:
+            score = parallel.weighted_mean(score, valid_data.weights.sum())
         history.validation_scores.append(score)
         improved = score > history.best_validation_score
         if score < history.best_validation_score + config.tol:
