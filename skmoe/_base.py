@@ -40,6 +40,7 @@ from ._engine import (
 )
 from ._engine.distributed import data_parallel_group
 from ._engine.objectives import MISSING_CLASS
+from ._engine.workers import capped_threads
 from ._input import check_float32_range, iter_chunks, to_rows
 from ._small_batch import SMALL_BATCH_MAX_ROWS, small_batch_model
 from .nn.experts import ACTIVATIONS
@@ -263,7 +264,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         if parallel is not None:
             seed = parallel.broadcast(seed)
         early_stopping = self.early_stopping and not incremental
-        with seeded(seed, device), torch_threads(self.n_threads):
+        with seeded(seed, device), torch_threads(capped_threads(self.n_threads)):
             if reset:
                 module = self._build_module(X.shape[1], objective, hidden).to(device)
                 history = TrainingHistory()
@@ -452,7 +453,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _infer(self, X, fn=None):
         """Run the inference module over validated rows ``X``."""
         module, dtype = self._inference_module()
-        with torch_threads(getattr(self, "n_threads", None)):
+        with torch_threads(capped_threads(getattr(self, "n_threads", None))):
             return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
 
     def _raw_output(self, X):
