@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
+from ._streaming import fit_chunks
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
 from .persistence import load, save
@@ -12,6 +13,7 @@ __all__ = [
     "MultiGateMoEClassifier",
     "MultiGateMoERegressor",
     "__version__",
+    "fit_chunks",
     "load",
     "save",
 ]
