@@ -38,7 +38,7 @@ from ._engine import (
     torch_threads,
     train,
 )
-from ._engine.distributed import data_parallel_group
+from ._engine.distributed import data_parallel_group, ranks_agree
 from ._engine.objectives import MISSING_CLASS
 from ._engine.workers import capped_threads
 from ._input import check_float32_range, iter_chunks, to_rows
@@ -270,9 +270,10 @@ class BaseMixtureOfExperts(BaseEstimator):
                 history = TrainingHistory()
             else:
                 module, history = self.module_, self._history
-            train_data, valid_data = self._split(
-                X, targets, sample_weight, early_stopping, seed, device
-            )
+            with ranks_agree(parallel, what):  # a shard too small to split, say
+                train_data, valid_data = self._split(
+                    X, targets, sample_weight, early_stopping, seed, device
+                )
             n_rows = len(train_data)
             if parallel is not None:  # every rank takes the same batch size
                 n_rows = parallel.set_rows(n_rows)

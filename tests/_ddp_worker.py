@@ -123,6 +123,9 @@ def main(out):
         "empty_rank": lambda: MixtureOfExpertsClassifier(max_iter=1).fit(
             X[rows][: 0 if rank == 1 else None], targets[0][rows][: 0 if rank else None]
         ),
+        "shard_too_small_to_split": lambda: MixtureOfExpertsClassifier(
+            max_iter=1, early_stopping=True
+        ).fit(X[rows][: 2 if rank else None], targets[0][rows][: 2 if rank else None]),
         "new_label_on_rank": lambda: MixtureOfExpertsClassifier(max_iter=1).partial_fit(
             X[rows], relabelled, classes=["no", "yes"]
         ),

@@ -109,6 +109,7 @@ def test_early_stopping_stops_every_rank_at_the_same_epoch(ranks):
         ),
         ("empty_rank", "rank 1 passed no rows"),
         ("new_label_on_rank", "rank 1"),
+        ("shard_too_small_to_split", "rank 1: ValueError: early_stopping could not"),
     ],
 )
 def test_bad_input_raises_on_every_rank(ranks, case, says):

@@ -22,6 +22,7 @@ The balancing losses are computed from each rank's own batch (as in GShard's per
 balancing); their gradients are averaged like any other.
 """
 
+import contextlib
 import inspect
 
 import torch
@@ -39,6 +40,23 @@ _LOCAL_BUFFERS = (
 
 class RanksDisagreeError(ValueError):
     """Raised on every rank when a rank failed or the ranks disagree."""
+
+
+@contextlib.contextmanager
+def ranks_agree(parallel, what):
+    """Run the block on every rank; if it fails on any, raise on every one.
+
+    ``parallel`` is a :class:`DataParallel` or ``None`` (then the block just runs).
+    """
+    if parallel is None:
+        yield
+        return
+    try:
+        yield
+    except Exception as exc:
+        parallel.fail(exc, what)
+        raise
+    parallel.agree({}, None, what)
 
 
 def data_parallel_group():
