@@ -16,8 +16,10 @@ STDLIB = {
     "contextlib",
     "copy",
     "dataclasses",
+    "inspect",
     "itertools",
     "math",
+    "os",
     "typing",
 }
 
