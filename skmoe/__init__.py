@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
+from ._streaming import fit_chunks
 from .compress import distill, merge_experts, prune_experts
 from .export import to_onnx
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
@@ -16,6 +17,7 @@ __all__ = [
     "MultiGateMoERegressor",
     "__version__",
     "distill",
+    "fit_chunks",
     "load",
     "merge_experts",
     "prune_experts",

@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _num_samples,
     check_array,
     check_consistent_length,
     check_is_fitted,
@@ -39,7 +40,9 @@ from ._engine import (
     torch_threads,
     train,
 )
+from ._engine.distributed import data_parallel_group, ranks_agree
 from ._engine.objectives import MISSING_CLASS
+from ._engine.workers import capped_threads
 from ._fitted_state import finite_or_none, history_from_json, history_to_json
 from ._inference import InferenceCache
 from ._input import check_float32_range, iter_chunks, to_rows
@@ -181,6 +184,16 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _epoch_callbacks(self):
         """Engine callbacks beyond the usage recorder."""
         return ()
+
+    def _target_summary(self, y, sample_weight):
+        """What this rank's targets contribute to target statistics agreed across
+        the ranks of a data-parallel fit (picklable)."""
+        return None
+
+    def _agreed_targets(self, summaries):
+        """From every rank's :meth:`_target_summary`, what :meth:`_prepare_targets`
+        receives as ``classes`` so that every rank encodes targets alike."""
+        return None
 
     # -- validation -------------------------------------------------------------------
     def _validate_training_data(self, X, y, reset, y_numeric):
@@ -328,6 +341,9 @@ class BaseMixtureOfExperts(BaseEstimator):
         train (:meth:`_train`); set the fitted attributes.
         """
         reset = not self.__sklearn_is_fitted__() or not (incremental or self.warm_start)
+        # Inside a process group of several ranks, each rank passes its own rows.
+        parallel = data_parallel_group()
+        what = self._call_name(incremental)
         # Validation sets attributes as it goes (n_features_in_, classes_, ...); if
         # it fails, put back what a fitted estimator had so that it stays usable.
         before = dict(self.__dict__)
@@ -339,38 +355,67 @@ class BaseMixtureOfExperts(BaseEstimator):
                 what = "be trained further" if incremental else "be warm-started"
                 self._check_network_unchanged(what)
             device = resolve_device(self.device) if reset else self.device_
+            if parallel is not None:
+                parallel.check_rows(_num_samples(X), what)
             X, y = self._validate_targets(X, y, reset)
             sample_weight = self._check_sample_weight(sample_weight, X)
+            check_float32_range(X)
+            if parallel is not None:
+                classes = self._agree_across_ranks(
+                    parallel, what, X, y, sample_weight, reset, classes
+                )
             targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
             sample_weight = self._weigh_rows(targets, sample_weight, incremental)
-            check_float32_range(X)
             if self._allows_missing_targets():
                 X, targets, sample_weight = _drop_unlabelled_rows(
                     X, targets, sample_weight
                 )
-        except Exception:
+            if parallel is not None:
+                parallel.agree({}, None, what)
+        except Exception as exc:
             self.__dict__.clear()
             self.__dict__.update(before)
+            if parallel is not None:  # every rank raises, none waits in a collective
+                parallel.fail(exc, what)
             raise
         seed = self._next_seed(reset)
+        if parallel is not None:
+            seed = parallel.broadcast(seed)
         early_stopping = self.early_stopping and not incremental
-        with seeded(seed, device), torch_threads(self.n_threads):
+        with seeded(seed, device), torch_threads(capped_threads(self.n_threads)):
             if reset:
                 module = self._build_module(X.shape[1], objective, hidden).to(device)
                 history = TrainingHistory()
             else:
                 module, history = self.module_, self._history
-            train_data, valid_data = self._split(
-                X, targets, sample_weight, early_stopping, seed, device
-            )
-            config = self._training_config(len(train_data), incremental, early_stopping)
+            with ranks_agree(parallel, what):  # a shard too small to split, say
+                train_data, valid_data = self._split(
+                    X, targets, sample_weight, early_stopping, seed, device
+                )
+            n_rows = len(train_data)
+            if parallel is not None:  # every rank takes the same batch size
+                n_rows = parallel.set_rows(n_rows)
+            config = self._training_config(n_rows, incremental, early_stopping)
             self._prepare_optimizer(
-                module, config, sample_weight, device, reset or not incremental
+                module,
+                config,
+                sample_weight,
+                device,
+                reset or not incremental,
+                parallel,
             )
             if not incremental:
                 _restart_stopping(history)
             recorder = self._train(
-                module, objective, train_data, valid_data, config, history, seed, reset
+                module,
+                objective,
+                train_data,
+                valid_data,
+                config,
+                history,
+                seed,
+                reset,
+                parallel,
             )
         self.module_, self.device_, self._history = module, device, history
         if reset:
@@ -399,7 +444,9 @@ class BaseMixtureOfExperts(BaseEstimator):
             verbose=self.verbose,
         )
 
-    def _prepare_optimizer(self, module, config, sample_weight, device, fresh):
+    def _prepare_optimizer(
+        self, module, config, sample_weight, device, fresh, parallel=None
+    ):
         """A fresh Adam where ``fresh`` (``fit``), else ``partial_fit`` keeps its own.
 
         The L2 penalty is ``MLPClassifier``'s, ``alpha / 2 * ||W||^2 /
@@ -408,6 +455,10 @@ class BaseMixtureOfExperts(BaseEstimator):
         """
         if fresh or not hasattr(self, "_optimizer"):
             expected_batch_weight = config.batch_size * float(sample_weight.mean())
+            if parallel is not None:  # the penalty is per global batch
+                expected_batch_weight = parallel.global_batch_weight(
+                    config.batch_size, sample_weight
+                )
             self._optimizer = make_optimizer(
                 self._trained_module(module),
                 self.learning_rate_init,
@@ -416,7 +467,16 @@ class BaseMixtureOfExperts(BaseEstimator):
             )
 
     def _train(
-        self, module, objective, train_data, valid_data, config, history, seed, reset
+        self,
+        module,
+        objective,
+        train_data,
+        valid_data,
+        config,
+        history,
+        seed,
+        reset,
+        parallel=None,
     ):
         """Run the engine, recording expert usage; undo what a divergence spoiled."""
         recorder = _UsageRecorder(
@@ -434,6 +494,7 @@ class BaseMixtureOfExperts(BaseEstimator):
                 seed,
                 valid_data=valid_data,
                 callbacks=(recorder, *self._epoch_callbacks()),
+                parallel=parallel,
             )
         except TrainingDivergedError:
             # The moments of a diverged optimizer are not finite; a fresh fit
@@ -446,6 +507,37 @@ class BaseMixtureOfExperts(BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "module_")
+
+    def _call_name(self, incremental):
+        return f"{type(self).__name__}.{'partial_fit' if incremental else 'fit'}"
+
+    def _agree_across_ranks(self, parallel, what, X, y, sample_weight, reset, classes):
+        """Check that the ranks of a data-parallel fit build the same estimator on
+        rows of the same shape; return the ``classes`` every rank encodes with."""
+        params = {
+            name: _comparable(value)
+            for name, value in self.get_params(deep=False).items()
+            # Per-rank by nature: each rank's device, threads and chatter.
+            if name not in ("device", "n_threads", "verbose")
+        }
+        names = getattr(self, "feature_names_in_", None)
+        summary = None
+        if reset and classes is None:
+            summary = self._target_summary(y, sample_weight)
+        facts = parallel.agree(
+            {
+                "n_features": X.shape[1],
+                "feature names": None if names is None else list(names),
+                "parameters": params,
+                "target shape": np.shape(y)[1:],
+                "local_targets": summary,
+            },
+            None,
+            what,
+        )
+        if summary is None:
+            return classes
+        return self._agreed_targets([f["local_targets"] for f in facts])
 
     def _stratify(self, targets):
         return None
@@ -582,7 +674,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _infer(self, X, fn=None):
         """Run the inference module over validated rows ``X``."""
         module, dtype, _ = self._inference_module()
-        with torch_threads(getattr(self, "n_threads", None)):
+        with torch_threads(capped_threads(getattr(self, "n_threads", None))):
             return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
 
     def _raw_output(self, X):
@@ -685,6 +777,16 @@ def _restart_stopping(history):
     history.converged = False
     history.best_validation_score = -np.inf
     history.validation_scores = []
+
+
+def _comparable(value):
+    """A parameter's value as ranks can compare it: a random generator (whose repr
+    holds an address) by its type, anything but a plain value by its repr."""
+    if isinstance(value, (np.random.RandomState, np.random.Generator)):
+        return type(value).__name__
+    if value is None or isinstance(value, (bool, Integral, Real, str, tuple)):
+        return value
+    return repr(value)
 
 
 def _drop_unlabelled_rows(X, targets, sample_weight):

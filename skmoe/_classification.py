@@ -10,7 +10,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from ._engine import MultiOutputCrossEntropy
 from ._engine.objectives import MISSING_CLASS
 from ._fitted_state import array_from_json, array_to_json
-from ._targets import LabelCodes, as_2d_target, missing_mask
+from ._targets import LabelCodes, as_2d_target, local_classes, missing_mask
 
 CLASS_WEIGHT_DOC = """\
     class_weight : dict, list of dict, "balanced" or None, default=None
@@ -154,6 +154,14 @@ class ClassificationMixin:
                 f"same as the classes the model was fitted with, {shown!r}. Pass the "
                 "same classes on every call (or omit classes after the first)."
             )
+
+    def _target_summary(self, y, sample_weight):
+        return local_classes(as_2d_target(y)[0])
+
+    def _agreed_targets(self, summaries):
+        # The classes of every output: the union of those seen on each rank.
+        per_output = zip(*summaries, strict=True)
+        return [np.unique(np.concatenate(found)) for found in per_output]
 
     def _objective(self):
         return MultiOutputCrossEntropy(

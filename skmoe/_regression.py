@@ -38,7 +38,9 @@ class RegressionMixin:
     def _prepare_targets(self, y, sample_weight, reset, classes):
         y2d, is_1d = as_2d_target(np.asarray(y, dtype=np.float64))
         if reset:
-            self._scaler = TargetScaler(y2d, sample_weight)
+            # Statistics agreed by the ranks of a data-parallel fit, else this y's.
+            agreed = isinstance(classes, TargetScaler)
+            self._scaler = classes if agreed else TargetScaler(y2d, sample_weight)
             self._y_was_1d = is_1d
             self.n_outputs_ = y2d.shape[1]
         elif y2d.shape[1] != self.n_outputs_:
@@ -48,6 +50,13 @@ class RegressionMixin:
             )
         targets = self._scaler.transform(y2d).astype(np.float32)
         return targets, self._objective()
+
+    def _target_summary(self, y, sample_weight):
+        y2d = as_2d_target(np.asarray(y, dtype=np.float64))[0]
+        return TargetScaler.moments(y2d, sample_weight)
+
+    def _agreed_targets(self, summaries):
+        return TargetScaler.from_moments(summaries)
 
     def _objective(self):
         return MeanSquaredError(self.n_outputs_, self._output_weights(self.n_outputs_))

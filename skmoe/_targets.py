@@ -113,6 +113,15 @@ class LabelCodes:
         return np.column_stack(columns)
 
 
+def local_classes(y2d):
+    """The labels present in each column of ``y2d`` (missing labels left out), which
+    may be fewer than two: one shard's share of a data-parallel fit's classes."""
+    missing = missing_mask(y2d)
+    return [
+        np.unique(_uniform_dtype(y2d[~missing[:, j], j])) for j in range(y2d.shape[1])
+    ]
+
+
 def _uniform_dtype(column):
     """An object column of only numbers or only strings as a plain array."""
     if column.dtype.kind != "O" or column.shape[0] == 0:
@@ -139,17 +148,44 @@ class TargetScaler:
     """
 
     def __init__(self, y2d, sample_weight):
-        present = ~np.isnan(y2d)
-        if not present.any(axis=0).all():
-            empty = np.flatnonzero(~present.any(axis=0))
+        self._set(*self.moments(y2d, sample_weight))
+
+    def _set(self, n_present, w_total, mean, sum_squares):
+        if not (n_present > 0).all():
+            empty = np.flatnonzero(~(n_present > 0))
             raise ValueError(f"Every target of output(s) {empty.tolist()} is missing.")
-        w = sample_weight[:, None] * present
-        w_total = np.maximum(w.sum(axis=0), np.finfo(float).tiny)
-        filled = np.where(present, y2d, 0.0)
-        self.mean = (filled * w).sum(axis=0) / w_total
-        var = (np.where(present, y2d - self.mean, 0.0) ** 2 * w).sum(axis=0) / w_total
-        scale = np.sqrt(var)
+        self.mean = mean
+        scale = np.sqrt(sum_squares / np.maximum(w_total, np.finfo(float).tiny))
         self.scale = np.where(scale > 0, scale, 1.0)
+
+    @staticmethod
+    def moments(y2d, sample_weight):
+        """Per output: the number and total weight of the present targets, their
+        weighted mean and weighted sum of squared deviations from it."""
+        present = ~np.isnan(y2d)
+        w = sample_weight[:, None] * present
+        w_total = w.sum(axis=0)
+        filled = np.where(present, y2d, 0.0)
+        mean = (filled * w).sum(axis=0) / np.maximum(w_total, np.finfo(float).tiny)
+        sum_squares = (np.where(present, y2d - mean, 0.0) ** 2 * w).sum(axis=0)
+        return present.sum(axis=0), w_total, mean, sum_squares
+
+    @classmethod
+    def from_moments(cls, parts):
+        """The scaler of the union of several parts' targets, from their
+        :meth:`moments` (Chan et al.'s pairwise combination)."""
+        n_present, w_total, mean, sum_squares = parts[0]
+        for n, w, m, s in parts[1:]:
+            n_present = n_present + n
+            total = w_total + w
+            delta = m - mean
+            share = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+            mean = mean + delta * share
+            sum_squares = sum_squares + s + delta**2 * w_total * share
+            w_total = total
+        scaler = cls.__new__(cls)
+        scaler._set(n_present, w_total, mean, sum_squares)
+        return scaler
 
     def transform(self, y2d):
         return (y2d - self.mean) / self.scale

@@ -72,11 +72,23 @@ class Batches:
         return len(self.rows)
 
 
-def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle=True):
+def run_epoch(
+    module,
+    objective,
+    optimizer,
+    data,
+    batch_size,
+    generator,
+    shuffle=True,
+    parallel=None,
+):
     """One pass over ``data``; returns the weighted mean loss as a 0-d tensor.
 
     The loss stays on the device until the caller reads it, so there is no host
-    synchronisation per batch.
+    synchronisation per batch. ``parallel`` (a
+    :class:`~skmoe._engine.distributed.DataParallel`) makes the pass one rank's part
+    of a data-parallel epoch: the same number of steps on every rank, gradients
+    averaged over the ranks.
     """
     module.train()
     n_rows = len(data)
@@ -85,18 +97,25 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
         order = torch.randperm(n_rows, generator=generator).to(device)
     else:
         order = torch.arange(n_rows, device=device)
+    forward = module
+    if parallel is not None:
+        order = parallel.epoch_order(order)
     total = torch.zeros((), device=device)
     tiny = torch.finfo(data.weights.dtype).tiny
     # The layers that store a balancing loss, found once rather than by walking
     # every submodule at every step.
     holders = [sub for sub in module.modules() if "aux_loss" in sub.__dict__]
     # The module's own written-out step, where it has one and the objective's
-    # gradient has a closed form; else autograd.
+    # gradient has a closed form; else autograd (through DistributedDataParallel in
+    # a data-parallel fit, wrapped at the first autograd step).
     fast_step = getattr(module, "training_step", None)
     if getattr(objective, "row_grad", None) is None:
         fast_step = None
     weighs_rows = accepts_sample_weight(module)
-    for start in range(0, n_rows, batch_size):
+    if parallel is not None:
+        params = list(module.parameters())
+    n_steps_rows = order.shape[0]
+    for start in range(0, n_steps_rows, batch_size):
         index = order[start : start + batch_size]
         x = data.rows.take(index)
         y = data.targets.index_select(0, index)
@@ -112,8 +131,12 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
             loss = fast_step(x, task_loss_and_grad(objective, y, w, w_total), w)
             if loss is None:  # the module has no written-out step: autograd
                 fast_step = None
+            elif parallel is not None:  # no autograd, so no DDP hooks: reduce here
+                parallel.average_gradients(params)
         if loss is None:
-            out = module(x, sample_weight=w) if weighs_rows else module(x)
+            if parallel is not None and forward is module:
+                forward = parallel.forward_module(module)
+            out = forward(x, sample_weight=w) if weighs_rows else forward(x)
             row_loss = objective.row_loss(out, y)
             if w is None:
                 task = row_loss.mean()
@@ -129,7 +152,9 @@ def run_epoch(module, objective, optimizer, data, batch_size, generator, shuffle
         else:
             total.addcmul_(loss.detach(), batch_weight)
     if data.uniform_weights:
-        return total / max(n_rows, 1)
+        return total / max(n_steps_rows, 1)
+    if n_steps_rows != n_rows:
+        return total / data.weights[order].sum().clamp(min=tiny)
     return total / data.weights.sum().clamp(min=tiny)
 
 
@@ -188,6 +213,7 @@ def train(
     seed,
     valid_data=None,
     callbacks=(),
+    parallel=None,
 ):
     """Train ``module`` for up to ``config.max_epochs`` epochs.
 
@@ -195,7 +221,10 @@ def train(
     ``early_stopping``, the validation score) has not improved by ``tol`` for
     ``n_iter_no_change`` consecutive epochs; with early stopping the best weights are
     restored. Each callback's ``on_epoch_begin(epoch)`` and
-    ``on_epoch_end(epoch, history)`` are called around each epoch.
+    ``on_epoch_end(epoch, history)`` are called around each epoch. With
+    ``parallel`` (a :class:`~skmoe._engine.distributed.DataParallel`), each rank
+    trains on its own rows, and the losses, validation scores and usage statistics
+    are reduced over the ranks, so that all of them stop at the same epoch.
 
     Raises
     ------
@@ -223,8 +252,12 @@ def train(
                     config.batch_size,
                     generator,
                     config.shuffle,
+                    parallel,
                 )
             )
+            if parallel is not None:
+                loss = parallel.weighted_mean(loss, train_data.weights.sum())
+                parallel.sum_usage(module)
             if not math.isfinite(loss):
                 module.load_state_dict(before)
                 raise TrainingDivergedError(
@@ -235,7 +268,7 @@ def train(
             history.n_iter = epoch
             history.loss_curve.append(loss)
             stop = _update_stopping(
-                module, objective, history, config, loss, valid_data
+                module, objective, history, config, loss, valid_data, parallel
             )
             if stop == "improved":
                 best_state = _snapshot(module)
@@ -256,9 +289,11 @@ def _snapshot(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _update_stopping(module, objective, history, config, loss, valid_data):
+def _update_stopping(module, objective, history, config, loss, valid_data, parallel):
     if config.early_stopping:
         score = evaluate(module, objective, valid_data, max(config.batch_size, 4096))
+        if parallel is not None:
+            score = parallel.weighted_mean(score, valid_data.weights.sum())
         history.validation_scores.append(score)
         improved = score > history.best_validation_score
         if score < history.best_validation_score + config.tol:
