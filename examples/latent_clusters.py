@@ -1,4 +1,6 @@
-"""The gate finds the latent clusters of the data.
+"""
+The gate finds the latent clusters of the data
+==============================================
 
 :func:`skmoe.datasets.make_clustered_regression` draws rows from a few latent
 clusters, each with a non-linear function of its own. A mixture of experts with one
@@ -36,7 +38,9 @@ from skmoe.inspection import model_size
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="The gate finds the latent clusters of the data."
+    )
     parser.add_argument("--quick", action="store_true", help="a small, fast run")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)

@@ -63,11 +63,18 @@ def with_params(init, **defaults):
 
     def __init__(self, *args, **kwargs):
         own = {name: kwargs.pop(name, default) for name, default in defaults.items()}
+        unknown = [name for name in kwargs if name not in accepted]
+        if unknown:  # named after the estimator, not the class that defines ``init``
+            raise TypeError(
+                f"{type(self).__name__}.__init__() got an unexpected keyword "
+                f"argument {unknown[0]!r}"
+            )
         init(self, *args, **kwargs)
         for name, value in own.items():
             setattr(self, name, value)
 
     signature = inspect.signature(init)
+    accepted = set(signature.parameters)
     extra = [
         inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value)
         for name, value in defaults.items()
