@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _check_y,
     check_array,
     check_consistent_length,
     check_is_fitted,
@@ -39,7 +40,9 @@ from ._engine import (
 )
 from ._engine.objectives import MISSING_CLASS
 from ._input import check_float32_range, iter_chunks, to_rows
+from ._preprocessing import InputEncoder
 from ._small_batch import SMALL_BATCH_MAX_ROWS, small_batch_model
+from .nn.embeddings import EmbeddedModel, FeatureEmbedding
 from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
 
@@ -74,6 +77,9 @@ class BaseMixtureOfExperts(BaseEstimator):
         "router_z_loss_coef": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "num_embedding": [StrOptions({"periodic", "piecewise_linear"}), None],
+        "categorical_features": ["array-like", StrOptions({"from_dtype"}), None],
+        "input_scaling": [StrOptions({"robust"}), None],
     }
 
     # -- hooks for subclasses -------------------------------------------------------
@@ -106,26 +112,44 @@ class BaseMixtureOfExperts(BaseEstimator):
         raise NotImplementedError
 
     # -- validation -------------------------------------------------------------------
-    def _validate_training_data(self, X, y, reset, y_numeric):
-        x_params = dict(accept_sparse="csr", dtype=(np.float64, np.float32))
-        if not self._allows_missing_targets():
-            return validate_data(
-                self,
-                X,
-                y,
-                reset=reset,
-                multi_output=True,
-                y_numeric=y_numeric,
-                **x_params,
+    def _encode_input(self, X, reset):
+        """Check the columns of raw ``X`` and encode it with the input encoder, which
+        is fitted when ``reset``: a float ndarray (NaN handled) or a CSR matrix."""
+        if not sp.issparse(X) and not hasattr(X, "iloc"):
+            # Shape and dtype errors first, in scikit-learn's words.
+            X = check_array(
+                X, dtype=None, ensure_all_finite=False, estimator=type(self).__name__
             )
-        X = validate_data(self, X, reset=reset, **x_params)
-        y = check_array(
-            y,
-            ensure_2d=False,
-            dtype=np.float64 if y_numeric else None,
-            ensure_all_finite="allow-nan",
-            input_name="y",
-        )
+        validate_data(self, X, reset=reset, skip_check_array=True)
+        if reset:
+            self._input_encoder = InputEncoder(
+                type(self).__name__,
+                self.categorical_features,
+                self.input_scaling,
+                self.num_embedding,
+            )
+            return self._input_encoder.fit_transform(
+                X, getattr(self, "_fit_sample_weight", None)
+            )
+        return self._input_encoder.transform(X)
+
+    def _validate_training_data(self, X, y, reset, y_numeric):
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is "
+                "None."
+            )
+        X = self._encode_input(X, reset)
+        if not self._allows_missing_targets():
+            y = _check_y(y, multi_output=True, y_numeric=y_numeric, estimator=self)
+        else:
+            y = check_array(
+                y,
+                ensure_2d=False,
+                dtype=np.float64 if y_numeric else None,
+                ensure_all_finite="allow-nan",
+                input_name="y",
+            )
         check_consistent_length(X, y)
         return X, y
 
@@ -222,7 +246,9 @@ class BaseMixtureOfExperts(BaseEstimator):
             hidden = self._hidden_sizes()
             self._check_routing()
             device = resolve_device(self.device) if reset else self.device_
+            self._fit_sample_weight = sample_weight  # weighs the encoder's quantiles
             X, y = self._validate_targets(X, y, reset)
+            del self._fit_sample_weight
             sample_weight = self._check_sample_weight(sample_weight, X)
             targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
             check_float32_range(X)
@@ -238,7 +264,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         early_stopping = self.early_stopping and not incremental
         with seeded(seed, device), torch_threads(self.n_threads):
             if reset:
-                module = self._build_module(X.shape[1], objective, hidden).to(device)
+                module = self._build_model(objective, hidden).to(device)
                 history = TrainingHistory()
             else:
                 module, history = self.module_, self._history
@@ -307,6 +333,22 @@ class BaseMixtureOfExperts(BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "module_")
 
+    def _build_model(self, objective, hidden):
+        """The whole network: the mixture, behind a :class:`FeatureEmbedding` when
+        the fitted input encoder has categorical columns or numerical embeddings."""
+        encoder = self._input_encoder
+        if not encoder.needs_embedding():
+            return self._build_module(encoder.n_columns, objective, hidden)
+        embedding = FeatureEmbedding(
+            encoder.n_numerical,
+            encoder.n_indicators,
+            encoder.cardinalities,
+            num_embedding=self.num_embedding,
+            bins=encoder.bins,
+        )
+        body = self._build_module(embedding.out_features, objective, hidden)
+        return EmbeddedModel(embedding, body)
+
     def _stratify(self, targets):
         return None
 
@@ -354,13 +396,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     # -- inference --------------------------------------------------------------------
     def _validate_X(self, X):
         check_is_fitted(self)
-        return validate_data(
-            self,
-            X,
-            reset=False,
-            accept_sparse="csr",
-            dtype=(np.float64, np.float32),
-        )
+        return self._encode_input(X, reset=False)
 
     def _refresh_inference_module(self):
         """Make the module that predicts: a float64 copy of ``module_`` on the CPU.
@@ -451,6 +487,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
+        tags.input_tags.allow_nan = True
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags

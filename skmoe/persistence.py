@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from . import __version__
 from ._engine import TrainingHistory, resolve_device
+from ._preprocessing import InputEncoder
 from ._targets import LabelCodes, TargetScaler
 from .mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from .multigate import MultiGateMoEClassifier, MultiGateMoERegressor
@@ -220,17 +221,15 @@ def _rebuild(document, shapes, device):
     # Build on the meta device first: shapes are compared before any allocation, so a
     # file with absurd sizes in its parameters fails cleanly.
     with torch.device("meta"):
-        skeleton = estimator._build_module(
-            estimator.n_features_in_, estimator._objective(), hidden
-        )
+        skeleton = estimator._build_model(estimator._objective(), hidden)
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     if expected != shapes:
         raise ValueError(
             "the file's weights do not match the architecture its parameters describe"
         )
-    estimator.module_ = estimator._build_module(
-        estimator.n_features_in_, estimator._objective(), hidden
-    ).to(target)
+    estimator.module_ = estimator._build_model(estimator._objective(), hidden).to(
+        target
+    )
     estimator.device_ = target
     return estimator
 
@@ -323,6 +322,7 @@ def _fitted_to_json(est):
             "expert_usage_": np.asarray(est.expert_usage_).tolist(),
         },
     }
+    fitted["input_encoder"] = est._input_encoder.to_json()
     if hasattr(est, "_label_codes"):
         fitted["classes"] = [_array_to_json(c) for c in est._label_codes.classes]
     if hasattr(est, "_scaler"):
@@ -346,6 +346,12 @@ def _restore_fitted(est, fitted):
         est.feature_names_in_ = np.asarray(names, dtype=object)
     est.n_outputs_ = n_outputs
     est._y_was_1d = bool(fitted["y_was_1d"])
+    if "input_encoder" in fitted:
+        est._input_encoder = InputEncoder.from_json(fitted["input_encoder"], est)
+    else:
+        # Written before the input encoder existed: the network read X as given.
+        est.set_params(input_scaling=None, categorical_features=None)
+        est._input_encoder = InputEncoder.identity(est)
     est._seed = int(fitted["seed"])
     est._n_calls = int(fitted["n_calls"])
     if "classes" in fitted:

@@ -6,10 +6,12 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._base import BaseMixtureOfExperts
+from .._preprocessing import INPUT_PARAMETERS_DOC
 from ..nn import MultiGateMixtureOfExperts
 from ..nn.multigate import ARCHITECTURES
 
-PARAMETERS_DOC = """\
+PARAMETERS_DOC = (
+    """\
     architecture : {"mmoe", "omoe", "cgc", "ple", "shared_bottom"}, default="mmoe"
         The multi-task model:
 
@@ -90,6 +92,9 @@ PARAMETERS_DOC = """\
         setting is restored afterwards. ``None`` leaves torch's setting alone. One
         thread is often fastest for small models on a busy machine.
 """
+    + INPUT_PARAMETERS_DOC
+)
+
 
 ATTRIBUTES_DOC = """\
     n_features_in_ : int
@@ -163,6 +168,9 @@ class MultiGateMixin(BaseMixtureOfExperts):
         router_z_loss_coef=1e-3,
         device="auto",
         n_threads=None,
+        num_embedding=None,
+        categorical_features="from_dtype",
+        input_scaling="robust",
     ):
         self.architecture = architecture
         self.n_experts = n_experts
@@ -191,6 +199,9 @@ class MultiGateMixin(BaseMixtureOfExperts):
         self.router_z_loss_coef = router_z_loss_coef
         self.device = device
         self.n_threads = n_threads
+        self.num_embedding = num_embedding
+        self.categorical_features = categorical_features
+        self.input_scaling = input_scaling
 
     def _allows_missing_targets(self):
         return self.allow_missing_labels
