@@ -252,6 +252,13 @@ def _scaled_y(model):
     return TransformedTargetRegressor(model, transformer=StandardScaler())
 
 
+def _number_or_text(value):
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
 def make_model(name, task, X, seed, overrides=None):
     classification = task == "classification"
     overrides = dict(overrides or {})
@@ -260,8 +267,11 @@ def make_model(name, task, X, seed, overrides=None):
             MixtureOfExpertsClassifier if classification else MixtureOfExpertsRegressor
         )
         params = dict(random_state=seed, n_threads=1, device="cpu", **overrides)
-        if name == "skmoe n_experts=1":
-            params["n_experts"] = 1
+        # "skmoe n_experts=1, num_embedding=periodic": defaults plus these settings.
+        for setting in name[len("skmoe ") :].split(", "):
+            if "=" in setting:
+                key, value = setting.split("=")
+                params[key] = None if value == "None" else _number_or_text(value)
         if name == "skmoe (old defaults)":
             params.update(OLD_DEFAULTS)
             return make_pipeline(_mlp_preprocessing(X), Estimator(**params))
@@ -366,7 +376,8 @@ def summarise(rows, models, halves):
         lines.append(
             "| **mean** | | "
             + " | ".join(
-                f"**{mean.loc[order, m].mean():.3f}** ({time_.loc[order, m].mean():.1f}s)"
+                f"**{mean.loc[order, m].mean():.3f}** "
+                f"({time_.loc[order, m].mean():.1f}s)"
                 for m in present
             )
             + " |"
@@ -417,21 +428,16 @@ def main(argv=None):
         if d.half in halves and (args.datasets is None or d.name in args.datasets)
     ]
     models = args.models
-    runs = [(m, None) for m in models]
     if args.sweep:
-        runs = [(f"skmoe {label}", overrides) for label, overrides in SWEEP.items()]
-        models = [m for m, _ in runs]
+        models = list(SWEEP)
     rows = []
     for dataset in chosen:
         for seed in range(args.seeds):
-            for model_name, overrides in runs:
-                base = "skmoe" if overrides is not None else model_name
-                if args.quick:
-                    overrides = dict(overrides or {})
-                    if base.startswith("skmoe"):
-                        overrides.setdefault("max_iter", 5)
+            for model_name in models:
+                quick = {"max_iter": 5} if args.quick else None
+                overrides = quick if model_name.startswith("skmoe") else None
                 result, fit_time = run_one(
-                    dataset, base, seed, args.max_rows, overrides
+                    dataset, model_name, seed, args.max_rows, overrides
                 )
                 rows.append(
                     dict(
@@ -459,16 +465,12 @@ def main(argv=None):
 
 # Candidate recipes compared on the tuning half (``--sweep``); the defaults were
 # chosen from these.
-SWEEP = {
-    "num_embedding=None": {"num_embedding": None},
-    "periodic": {"num_embedding": "periodic"},
-    "piecewise_linear": {"num_embedding": "piecewise_linear"},
-    "periodic, 8 experts top-2": {
-        "num_embedding": "periodic",
-        "n_experts": 8,
-        "top_k": 2,
-    },
-}
+SWEEP = (
+    "skmoe num_embedding=None",
+    "skmoe num_embedding=periodic",
+    "skmoe num_embedding=piecewise_linear",
+    "skmoe num_embedding=periodic, n_experts=8, top_k=2",
+)
 
 if __name__ == "__main__":
     main()

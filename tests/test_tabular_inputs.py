@@ -272,3 +272,25 @@ CHECKED = dict(FAST, max_iter=60, expert_hidden_layer_sizes=(16,))
 )
 def test_sklearn_checks_with_embeddings(estimator, check):
     check(estimator)
+
+
+def test_file_from_before_the_input_encoder_loads_unscaled(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    X = X_FRAME[["x1"]].to_numpy()
+    est = MixtureOfExpertsRegressor(input_scaling=None, **FAST).fit(X, Y_REG)
+    path = tmp_path / "model.safetensors"
+    skmoe.save(est, path)
+    with safe_open(str(path), framework="pt") as handle:
+        document = json.loads(handle.metadata()["skmoe"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    del document["fitted"]["input_encoder"]
+    for key in ("num_embedding", "categorical_features", "input_scaling"):
+        del document["params"][key]
+    save_file(tensors, str(path), metadata={"skmoe": json.dumps(document)})
+    loaded = skmoe.load(path)
+    assert loaded.input_scaling is None and loaded.categorical_features is None
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
