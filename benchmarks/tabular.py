@@ -136,92 +136,64 @@ def _sklearn(loader):
     return data.data, data.target
 
 
+def _penguins():
+    import palmerpenguins
+
+    return palmerpenguins.load_penguins()
+
+
+# name, half, task, where the frame comes from, target column, transform of the target
+# (None: as is), columns dropped besides the target.
+SOURCES = [
+    ("mlc_churn", "tune", "classification", ("modeldata", "mlc_churn"), "churn"),
+    ("credit_data", "tune", "classification", ("modeldata", "credit_data"), "Status"),
+    ("breast_cancer", "tune", "classification", load_breast_cancer, None),
+    ("penguins", "tune", "classification", _penguins, "species"),
+    ("diamonds", "tune", "regression", ("ggplot2", "diamonds"), "price", np.log),
+    ("ames", "tune", "regression", ("modeldata", "ames"), "Sale_Price", np.log),
+    ("diabetes", "tune", "regression", load_diabetes, None),
+    ("Default", "report", "classification", ("ISLR", "Default"), "default"),
+    ("attrition", "report", "classification", ("modeldata", "attrition"), "Attrition"),
+    ("digits", "report", "classification", load_digits, None),
+    ("hpc_data", "report", "classification", ("modeldata", "hpc_data"), "class"),
+    ("Wage", "report", "regression", ("ISLR", "Wage"), "logwage", None, ["wage"]),
+    (
+        "concrete",
+        "report",
+        "regression",
+        ("modeldata", "concrete"),
+        "compressive_strength",
+    ),
+    (
+        "Sacramento",
+        "report",
+        "regression",
+        ("modeldata", "Sacramento"),
+        "price",
+        np.log,
+    ),
+]
+
+
 def load_datasets():
     """The fourteen data sets, tuning half first."""
     out = []
-    churn = _rdata("modeldata", "mlc_churn")
-    out.append(
-        _classification(
-            "mlc_churn", "tune", churn.drop(columns="churn"), churn["churn"]
-        )
-    )
-    credit = _rdata("modeldata", "credit_data").dropna(subset=["Status"])
-    out.append(
-        _classification(
-            "credit_data", "tune", credit.drop(columns="Status"), credit["Status"]
-        )
-    )
-    out.append(_classification("breast_cancer", "tune", *_sklearn(load_breast_cancer)))
-    import palmerpenguins
-
-    penguins = palmerpenguins.load_penguins().dropna(subset=["species"])
-    out.append(
-        _classification(
-            "penguins", "tune", penguins.drop(columns="species"), penguins["species"]
-        )
-    )
-    diamonds = _rdata("ggplot2", "diamonds")
-    out.append(
-        _regression(
-            "diamonds",
-            "tune",
-            diamonds.drop(columns="price"),
-            np.log(diamonds["price"]),
-        )
-    )
-    ames = _rdata("modeldata", "ames")
-    out.append(
-        _regression(
-            "ames", "tune", ames.drop(columns="Sale_Price"), np.log(ames["Sale_Price"])
-        )
-    )
-    out.append(_regression("diabetes", "tune", *_sklearn(load_diabetes)))
-
-    default = _rdata("ISLR", "Default")
-    out.append(
-        _classification(
-            "Default", "report", default.drop(columns="default"), default["default"]
-        )
-    )
-    attrition = _rdata("modeldata", "attrition")
-    out.append(
-        _classification(
-            "attrition",
-            "report",
-            attrition.drop(columns="Attrition"),
-            attrition["Attrition"],
-        )
-    )
-    digits_X, digits_y = _sklearn(load_digits)
-    out.append(_classification("digits", "report", digits_X, digits_y))
-    hpc = _rdata("modeldata", "hpc_data")
-    out.append(
-        _classification("hpc_data", "report", hpc.drop(columns="class"), hpc["class"])
-    )
-    wage = _rdata("ISLR", "Wage")
-    out.append(
-        _regression(
-            "Wage", "report", wage.drop(columns=["wage", "logwage"]), wage["logwage"]
-        )
-    )
-    concrete = _rdata("modeldata", "concrete")
-    out.append(
-        _regression(
-            "concrete",
-            "report",
-            concrete.drop(columns="compressive_strength"),
-            concrete["compressive_strength"],
-        )
-    )
-    sacramento = _rdata("modeldata", "Sacramento")
-    out.append(
-        _regression(
-            "Sacramento",
-            "report",
-            sacramento.drop(columns="price"),
-            np.log(sacramento["price"]),
-        )
-    )
+    for name, half, task, source, target, *rest in SOURCES:
+        transform = rest[0] if rest else None
+        dropped = rest[1] if len(rest) > 1 else []
+        if isinstance(source, tuple):
+            frame = _rdata(*source)
+        elif target is None:  # a scikit-learn loader
+            X, y = _sklearn(source)
+        else:
+            frame = source()
+        if target is not None:
+            frame = frame.dropna(subset=[target])
+            X, y = frame.drop(columns=[target, *dropped]), frame[target]
+        if transform is not None:
+            y = transform(y)
+        make = _classification if task == "classification" else _regression
+        out.append(make(name, half, X, y))
     return out
 
 
