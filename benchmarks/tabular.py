@@ -225,6 +225,8 @@ def _scaled_y(model):
 
 
 def _number_or_text(value):
+    if value in ("True", "False"):
+        return value == "True"
     try:
         return int(value)
     except ValueError:
