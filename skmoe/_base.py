@@ -40,8 +40,9 @@ from ._engine import (
 )
 from ._engine.objectives import MISSING_CLASS
 from ._input import check_float32_range, iter_chunks, to_rows
-from ._preprocessing import InputEncoder
+from ._preprocessing import InputEncoder, usable_weights
 from ._small_batch import SMALL_BATCH_MAX_ROWS, small_batch_model
+from ._targets import as_2d_target, missing_mask
 from .nn.embeddings import EmbeddedModel, FeatureEmbedding
 from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
@@ -139,8 +140,8 @@ class BaseMixtureOfExperts(BaseEstimator):
                 f"{type(self).__name__} requires y to be passed, but the target y is "
                 "None."
             )
-        X = self._encode_input(X, reset)
         if not self._allows_missing_targets():
+            X = self._encode_input(X, reset)
             y = _check_y(y, multi_output=True, y_numeric=y_numeric, estimator=self)
         else:
             y = check_array(
@@ -150,6 +151,14 @@ class BaseMixtureOfExperts(BaseEstimator):
                 ensure_all_finite="allow-nan",
                 input_name="y",
             )
+            # Rows with no label at all are dropped before training: the input
+            # encoder must not learn from them either.
+            unlabelled = missing_mask(as_2d_target(y)[0]).all(axis=1)
+            if unlabelled.any():
+                weight = getattr(self, "_fit_sample_weight", None)
+                weight = usable_weights(weight, len(unlabelled))
+                self._fit_sample_weight = np.where(unlabelled, 0.0, weight)
+            X = self._encode_input(X, reset)
         check_consistent_length(X, y)
         return X, y
 
@@ -486,7 +495,11 @@ class BaseMixtureOfExperts(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
+        # Numerical embeddings and named categorical columns need dense input.
+        tags.input_tags.sparse = self.num_embedding is None and (
+            self.categorical_features is None
+            or isinstance(self.categorical_features, str)
+        )
         tags.input_tags.allow_nan = True
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True

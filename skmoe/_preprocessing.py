@@ -195,10 +195,11 @@ class InputEncoder:
         self.sparse = False
         self.categorical_mask = self._categorical_mask(X, n_features)
         numerical, categorical = self._split(X)
-        self._fit_numerical(numerical, _usable_weights(sample_weight, X.shape[0]))
+        weights = usable_weights(sample_weight, X.shape[0])
+        self._fit_numerical(numerical, weights)
         self.categories = []
         for j, column in enumerate(categorical):
-            values = column[~_missing(column)]
+            values = column[~_missing(column) & (weights > 0)]
             categories = sorted({_plain(v) for v in values}, key=_sort_key)
             if len(categories) > MAX_CATEGORIES:
                 raise ValueError(
@@ -216,7 +217,8 @@ class InputEncoder:
 
     def _fit_numerical(self, numerical, weights):
         n = numerical.shape[1]
-        self.has_missing = np.isnan(numerical).any(axis=0).tolist()
+        # Rows of zero weight count as absent, here as in the quantiles.
+        self.has_missing = np.isnan(numerical[weights > 0]).any(axis=0).tolist()
         center, scale = np.zeros(n), np.ones(n)
         if self.input_scaling == "robust":
             for j, column in enumerate(numerical.T):
@@ -403,7 +405,7 @@ class InputEncoder:
         return encoder
 
 
-def _usable_weights(sample_weight, n_rows):
+def usable_weights(sample_weight, n_rows):
     if sample_weight is None:
         return np.ones(n_rows)
     try:

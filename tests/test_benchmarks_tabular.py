@@ -29,4 +29,4 @@ def test_quick_run_prints_both_halves_and_writes_csv(tmp_path):
     models = {row["model"] for row in rows}
     assert {"skmoe", "skmoe n_experts=1", "HGB", "MLP"} <= models
     assert {row["dataset"] for row in rows} == {"breast_cancer", "concrete"}
-    assert all(0.0 <= float(row["fit_time"]) for row in rows)
+    assert all(float(row["fit_time"]) > 0.0 for row in rows)

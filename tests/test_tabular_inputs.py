@@ -46,7 +46,7 @@ def frame(n=240, seed=0):
 
 
 X_FRAME, Y_REG = frame()
-Y_CLS = np.where(Y_REG > np.median(Y_REG), "high", "low")
+Y_CLS = np.where(Y_REG - np.median(Y_REG) > 0, "high", "low")
 ESTIMATORS = [
     (MixtureOfExpertsClassifier, Y_CLS),
     (MixtureOfExpertsRegressor, Y_REG),
