@@ -60,7 +60,7 @@ def _output(est, X):
     return est.predict_proba(X) if hasattr(est, "predict_proba") else est.predict(X)
 
 
-# -- the torch modules ------------------------------------------------------------------
+# -- the torch modules ---------------------------------------------------------------
 def test_piecewise_linear_encoding_matches_its_definition():
     edges = [0.0, 1.0, 3.0, 4.0]
     emb = PiecewiseLinearEmbedding([edges, [-1.0, 1.0]], d_embedding=2)
@@ -100,7 +100,7 @@ def test_feature_embedding_layout_and_reserved_slot():
     torch.testing.assert_close(model.gate_weights(x).sum(1), torch.ones(2))
 
 
-# -- categorical features, NaN and scaling through the estimators -------------------------
+# -- categorical features, NaN and scaling through the estimators --------------------
 @pytest.mark.parametrize("Estimator, y", ESTIMATORS, ids=IDS)
 def test_dataframe_with_strings_categories_and_nan(Estimator, y):
     est = Estimator(**FAST).fit(X_FRAME, y)
