@@ -255,7 +255,7 @@ def test_too_many_categories_is_a_clear_error():
         MixtureOfExpertsRegressor(**FAST).fit(X, np.arange(n, dtype=float))
 
 
-# -- scikit-learn's checks with embeddings on ------------------------------------------------
+# -- scikit-learn's checks with embeddings on ---------------------------------------
 CHECKED = dict(FAST, max_iter=60, expert_hidden_layer_sizes=(16,))
 
 
@@ -286,7 +286,7 @@ def test_file_from_before_the_input_encoder_loads_unscaled(tmp_path):
     skmoe.save(est, path)
     with safe_open(str(path), framework="pt") as handle:
         document = json.loads(handle.metadata()["skmoe"])
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     del document["fitted"]["input_encoder"]
     for key in ("num_embedding", "categorical_features", "input_scaling"):
         del document["params"][key]
