@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _check_y,
     _num_samples,
     check_array,
     check_consistent_length,
@@ -46,7 +47,10 @@ from ._engine.workers import capped_threads
 from ._fitted_state import finite_or_none, history_from_json, history_to_json
 from ._inference import InferenceCache
 from ._input import check_float32_range, iter_chunks, to_rows
+from ._preprocessing import InputEncoder, usable_weights
 from ._small_batch import SMALL_BATCH_MAX_ROWS
+from ._targets import as_2d_target, missing_mask
+from .nn.embeddings import EmbeddedModel, FeatureEmbedding
 from .nn.experts import ACTIVATIONS
 from .nn.gates import GATINGS
 
@@ -118,6 +122,9 @@ class BaseMixtureOfExperts(BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
             None,
         ],
+        "num_embedding": [StrOptions({"periodic", "piecewise_linear"}), None],
+        "categorical_features": ["array-like", StrOptions({"from_dtype"}), None],
+        "input_scaling": [StrOptions({"robust"}), None],
     }
 
     # Parameters that decide the network's structure: a warm start cannot honour a
@@ -128,6 +135,9 @@ class BaseMixtureOfExperts(BaseEstimator):
         "gating",
         "expert_hidden_layer_sizes",
         "activation",
+        "num_embedding",
+        "categorical_features",
+        "input_scaling",
     )
 
     def __init_subclass__(cls, **kwargs):
@@ -203,26 +213,52 @@ class BaseMixtureOfExperts(BaseEstimator):
         return None
 
     # -- validation -------------------------------------------------------------------
-    def _validate_training_data(self, X, y, reset, y_numeric):
-        x_params = dict(accept_sparse="csr", dtype=(np.float64, np.float32))
-        if not self._allows_missing_targets():
-            return validate_data(
-                self,
-                X,
-                y,
-                reset=reset,
-                multi_output=True,
-                y_numeric=y_numeric,
-                **x_params,
+    def _encode_input(self, X, reset):
+        """Check the columns of raw ``X`` and encode it with the input encoder, which
+        is fitted when ``reset``: a float ndarray (NaN handled) or a CSR matrix."""
+        if not sp.issparse(X) and not hasattr(X, "iloc"):
+            # Shape and dtype errors first, in scikit-learn's words.
+            X = check_array(
+                X, dtype=None, ensure_all_finite=False, estimator=type(self).__name__
             )
-        X = validate_data(self, X, reset=reset, **x_params)
-        y = check_array(
-            y,
-            ensure_2d=False,
-            dtype=np.float64 if y_numeric else None,
-            ensure_all_finite="allow-nan",
-            input_name="y",
-        )
+        validate_data(self, X, reset=reset, skip_check_array=True)
+        if reset:
+            self._input_encoder = InputEncoder(
+                type(self).__name__,
+                self.categorical_features,
+                self.input_scaling,
+                self.num_embedding,
+            )
+            return self._input_encoder.fit_transform(
+                X, getattr(self, "_fit_sample_weight", None)
+            )
+        return self._input_encoder.transform(X)
+
+    def _validate_training_data(self, X, y, reset, y_numeric):
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is "
+                "None."
+            )
+        if not self._allows_missing_targets():
+            X = self._encode_input(X, reset)
+            y = _check_y(y, multi_output=True, y_numeric=y_numeric, estimator=self)
+        else:
+            y = check_array(
+                y,
+                ensure_2d=False,
+                dtype=np.float64 if y_numeric else None,
+                ensure_all_finite="allow-nan",
+                input_name="y",
+            )
+            # Rows with no label at all are dropped before training: the input
+            # encoder must not learn from them either.
+            unlabelled = missing_mask(as_2d_target(y)[0]).all(axis=1)
+            if unlabelled.any():
+                weight = getattr(self, "_fit_sample_weight", None)
+                weight = usable_weights(weight, len(unlabelled))
+                self._fit_sample_weight = np.where(unlabelled, 0.0, weight)
+            X = self._encode_input(X, reset)
         check_consistent_length(X, y)
         return X, y
 
@@ -287,7 +323,10 @@ class BaseMixtureOfExperts(BaseEstimator):
             if name.endswith("hidden_layer_sizes"):
                 signature[name] = self._hidden_sizes(name)
             else:
-                signature[name] = getattr(self, name)
+                value = getattr(self, name)
+                if isinstance(value, (list, tuple, np.ndarray)):  # column choices
+                    value = tuple(np.asarray(value).tolist())
+                signature[name] = value
         return signature
 
     def _check_network_unchanged(self, action):
@@ -364,7 +403,9 @@ class BaseMixtureOfExperts(BaseEstimator):
             device = resolve_device(self.device) if reset else self.device_
             if parallel is not None:
                 parallel.check_rows(_num_samples(X), what)
+            self._fit_sample_weight = sample_weight  # weighs the encoder's quantiles
             X, y = self._validate_targets(X, y, reset)
+            del self._fit_sample_weight
             sample_weight = self._check_sample_weight(sample_weight, X)
             check_float32_range(X)
             if parallel is not None:
@@ -391,7 +432,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         early_stopping = self.early_stopping and not incremental
         with seeded(seed, device), torch_threads(capped_threads(self.n_threads)):
             if reset:
-                module = self._build_module(X.shape[1], objective, hidden).to(device)
+                module = self._build_model(objective, hidden).to(device)
                 history = TrainingHistory()
             else:
                 module, history = self.module_, self._history
@@ -527,6 +568,13 @@ class BaseMixtureOfExperts(BaseEstimator):
             # Per-rank by nature: each rank's device, threads and chatter.
             if name not in ("device", "n_threads", "verbose")
         }
+        if self.input_scaling is not None or self.num_embedding == "piecewise_linear":
+            # Each rank would learn its own statistics from its own shard.
+            raise ValueError(
+                f"{type(self).__name__}: a data-parallel fit needs input_scaling=None "
+                "and num_embedding other than 'piecewise_linear' (their statistics "
+                "would differ between ranks); scale the features beforehand."
+            )
         names = getattr(self, "feature_names_in_", None)
         summary = None
         if reset and classes is None:
@@ -545,6 +593,22 @@ class BaseMixtureOfExperts(BaseEstimator):
         if summary is None:
             return classes
         return self._agreed_targets([f["local_targets"] for f in facts])
+
+    def _build_model(self, objective, hidden):
+        """The whole network: the mixture, behind a :class:`FeatureEmbedding` when
+        the fitted input encoder has categorical columns or numerical embeddings."""
+        encoder = self._input_encoder
+        if not encoder.needs_embedding():
+            return self._build_module(encoder.n_columns, objective, hidden)
+        embedding = FeatureEmbedding(
+            encoder.n_numerical,
+            encoder.n_indicators,
+            encoder.cardinalities,
+            num_embedding=self.num_embedding,
+            bins=encoder.bins,
+        )
+        body = self._build_module(embedding.out_features, objective, hidden)
+        return EmbeddedModel(embedding, body)
 
     def _stratify(self, targets):
         return None
@@ -618,6 +682,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         ]
         names = getattr(self, "feature_names_in_", None)
         return {
+            "input_encoder": self._input_encoder.to_json(),
             "n_features_in_": int(self.n_features_in_),
             "feature_names_in_": None if names is None else names.tolist(),
             "n_outputs_": int(self.n_outputs_),
@@ -645,6 +710,12 @@ class BaseMixtureOfExperts(BaseEstimator):
             self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_outputs_ = n_outputs
         self._y_was_1d = bool(state["y_was_1d"])
+        if "input_encoder" in state:
+            self._input_encoder = InputEncoder.from_json(state["input_encoder"], self)
+        else:
+            # Written before the input encoder existed: the network read X as given.
+            self.set_params(input_scaling=None, categorical_features=None)
+            self._input_encoder = InputEncoder.identity(self)
         self._seed = int(state["seed"])
         self._n_calls = int(state["n_calls"])
         self._history = history_from_json(state["history"])
@@ -661,13 +732,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     # -- inference --------------------------------------------------------------------
     def _validate_X(self, X):
         check_is_fitted(self)
-        return validate_data(
-            self,
-            X,
-            reset=False,
-            accept_sparse="csr",
-            dtype=(np.float64, np.float32),
-        )
+        return self._encode_input(X, reset=False)
 
     def _inference_module(self):
         """``(module, dtype, small_batch)`` to predict with, derived from ``module_``.
@@ -772,7 +837,12 @@ class BaseMixtureOfExperts(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
+        # Numerical embeddings and named categorical columns need dense input.
+        tags.input_tags.sparse = self.num_embedding is None and (
+            self.categorical_features is None
+            or isinstance(self.categorical_features, str)
+        )
+        tags.input_tags.allow_nan = True
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags

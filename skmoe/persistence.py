@@ -390,17 +390,15 @@ def _rebuild(document, shapes, device):
     # Build on the meta device first: shapes are compared before any allocation, so a
     # file with absurd sizes in its parameters fails cleanly.
     with torch.device("meta"):
-        skeleton = estimator._build_module(
-            estimator.n_features_in_, estimator._objective(), hidden
-        )
+        skeleton = estimator._build_model(estimator._objective(), hidden)
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     if expected != shapes:
         raise ValueError(
             "the file's weights do not match the architecture its parameters describe"
         )
-    estimator.module_ = estimator._build_module(
-        estimator.n_features_in_, estimator._objective(), hidden
-    ).to(target)
+    estimator.module_ = estimator._build_model(estimator._objective(), hidden).to(
+        target
+    )
     estimator.device_ = target
     estimator.top_k_ = estimator._effective_top_k()
     estimator._fitted_network = estimator._network_signature()

@@ -46,9 +46,7 @@ def with_module(estimator, module, n_experts):
         choices = new._gate_choices()
         new.top_k = min(top_k, choices) if choices is not None else top_k
     with torch.random.fork_rng(devices=[]):  # building draws initial weights
-        shell = new._build_module(
-            estimator.n_features_in_, new._objective(), new._hidden_sizes()
-        )
+        shell = new._build_model(new._objective(), new._hidden_sizes())
     shell.load_state_dict(module.state_dict())
     new.module_ = shell.to(estimator.device_).eval()
     new._inference_cache = InferenceCache()

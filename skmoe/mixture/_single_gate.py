@@ -1,9 +1,11 @@
 """What the single-gate estimators share: their parameters and their torch module."""
 
 from .._base import BaseMixtureOfExperts
+from .._preprocessing import INPUT_PARAMETERS_DOC
 from ..nn import MixtureOfExperts
 
-PARAMETERS_DOC = """\
+PARAMETERS_DOC = (
+    """\
     n_experts : int, default=4
         Number of experts.
     top_k : int or None, default=None
@@ -69,6 +71,9 @@ PARAMETERS_DOC = """\
         which never oversubscribes a shared machine; ``None`` leaves torch's setting
         alone. See docs/performance.md for the measurements behind the default.
 """
+    + INPUT_PARAMETERS_DOC
+)
+
 
 ATTRIBUTES_DOC = """\
     top_k_ : int or None
@@ -131,6 +136,9 @@ class SingleGateEstimator(BaseMixtureOfExperts):
         router_z_loss_coef=1e-3,
         device="auto",
         n_threads="auto",
+        num_embedding=None,
+        categorical_features="from_dtype",
+        input_scaling=None,
     ):
         self.n_experts = n_experts
         self.top_k = top_k
@@ -153,6 +161,9 @@ class SingleGateEstimator(BaseMixtureOfExperts):
         self.router_z_loss_coef = router_z_loss_coef
         self.device = device
         self.n_threads = n_threads
+        self.num_embedding = num_embedding
+        self.categorical_features = categorical_features
+        self.input_scaling = input_scaling
 
     def _build_module(self, n_features, objective, hidden_layer_sizes):
         return MixtureOfExperts(

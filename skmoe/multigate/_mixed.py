@@ -5,7 +5,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics import check_scoring, r2_score
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import check_consistent_length, validate_data
+from sklearn.utils.validation import check_consistent_length
 
 from .._base import with_params
 from .._classification import _check_incremental_class_weight, class_weight_factors
@@ -158,13 +158,11 @@ class MultiGateMoE(MultiGateEstimator):
 
     # -- targets ----------------------------------------------------------------------
     def _validate_targets(self, X, y, reset):
-        X = validate_data(
-            self, X, reset=reset, accept_sparse="csr", dtype=(np.float64, np.float32)
-        )
         if y is None:
             raise ValueError(
                 "MultiGateMoE requires y to be passed, but the target y is None."
             )
+        X = self._encode_input(X, reset)
         check_consistent_length(X, y)
         return X, y
 

@@ -6,10 +6,12 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._base import BaseMixtureOfExperts
+from .._preprocessing import INPUT_PARAMETERS_DOC
 from ..nn import MultiGateMixtureOfExperts
 from ..nn.multigate import ARCHITECTURES
 
-PARAMETERS_DOC = """\
+PARAMETERS_DOC = (
+    """\
     architecture : {"mmoe", "omoe", "cgc", "ple", "shared_bottom"}, default="mmoe"
         The multi-task model:
 
@@ -97,6 +99,9 @@ PARAMETERS_DOC = """\
         which never oversubscribes a shared machine; ``None`` leaves torch's setting
         alone. See docs/performance.md for the measurements behind the default.
 """
+    + INPUT_PARAMETERS_DOC
+)
+
 
 ATTRIBUTES_DOC = """\
     top_k_ : int or None
@@ -183,6 +188,9 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         router_z_loss_coef=1e-3,
         device="auto",
         n_threads="auto",
+        num_embedding=None,
+        categorical_features="from_dtype",
+        input_scaling=None,
     ):
         self.architecture = architecture
         self.n_experts = n_experts
@@ -211,6 +219,9 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         self.router_z_loss_coef = router_z_loss_coef
         self.device = device
         self.n_threads = n_threads
+        self.num_embedding = num_embedding
+        self.categorical_features = categorical_features
+        self.input_scaling = input_scaling
 
     def _allows_missing_targets(self):
         return self.allow_missing_labels

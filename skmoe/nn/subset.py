@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from .embeddings import EmbeddedModel
 from .layer import MixtureOfExperts
 from .multigate import MultiGateMixtureOfExperts
 
@@ -51,6 +52,10 @@ def keep_experts(module, experts):
     >>> torch.allclose(small.gate(x).probs, probs / probs.sum(1, keepdim=True))
     True
     """
+    if isinstance(module, EmbeddedModel):  # the feature embedding stays as it is
+        return EmbeddedModel(
+            copy.deepcopy(module.embedding), keep_experts(module.body, experts)
+        )
     if not isinstance(module, (MixtureOfExperts, MultiGateMixtureOfExperts)):
         raise TypeError(
             "keep_experts takes a MixtureOfExperts or a MultiGateMixtureOfExperts, "
