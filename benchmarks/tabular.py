@@ -33,8 +33,9 @@ split; every model sees the same split and ``random_state=seed``.
 
 Models, each with its defaults:
 
-* ``skmoe``: ``MixtureOfExperts{Classifier,Regressor}()`` fed the DataFrame as it is
-  (its own scaling, categorical embeddings and missing-value handling);
+* ``skmoe``: ``MixtureOfExperts{Classifier,Regressor}(input_scaling="robust")`` fed
+  the DataFrame as it is (its own scaling, categorical embeddings and missing-value
+  handling);
 * ``skmoe n_experts=1``: the same with one expert, the dense control;
 * ``skmoe (old defaults)``: the recipe before the tabular defaults
   (``input_scaling=None``, ``categorical_features=None``) behind the MLP's
@@ -240,7 +241,9 @@ def make_model(name, task, X, seed, overrides=None):
         Estimator = (
             MixtureOfExpertsClassifier if classification else MixtureOfExpertsRegressor
         )
-        params = dict(random_state=seed, n_threads=1, device="cpu", **overrides)
+        params = dict(random_state=seed, n_threads=1, device="cpu")
+        params["input_scaling"] = "robust"  # the DataFrame goes in unprocessed
+        params.update(overrides)
         # "skmoe n_experts=1, num_embedding=periodic": defaults plus these settings.
         for setting in name[len("skmoe ") :].split(", "):
             if "=" in setting:
