@@ -136,11 +136,11 @@ def main(argv=None):
     parser.add_argument("--megabytes", type=float, default=512)
     parser.add_argument("--chunk-rows", type=int, default=20_000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="24 MB, 1,000-row chunks")
+    parser.add_argument("--quick", action="store_true", help="48 MB, 1,000-row chunks")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.megabytes, args.chunk_rows = 24, 1_000
+        args.megabytes, args.chunk_rows = 48, 1_000
     if args.child:
         ok = measure(*args.child, args.chunk_rows, args.epochs)
         return 0 if ok else 1
