@@ -502,8 +502,9 @@ class BaseMixtureOfExperts(BaseEstimator):
         counted in sample weight so that a weight of k still equals k repeated rows.
         """
         if fresh or not hasattr(self, "_optimizer"):
-            expected_batch_weight = config.batch_size * float(sample_weight.mean())
-            if parallel is not None:  # the penalty is per global batch
+            if parallel is None:
+                expected_batch_weight = config.batch_size * float(sample_weight.mean())
+            else:  # the penalty is per global batch
                 expected_batch_weight = parallel.global_batch_weight(
                     config.batch_size, sample_weight
                 )
