@@ -60,3 +60,29 @@ def test_gpu_example_is_shown_not_run():
     assert "device=device" in source
     conf = (ROOT / "docs" / "conf.py").read_text()
     assert "(?!gpu_)" in conf  # the gallery's filename_pattern skips it
+
+
+def test_expert_importance_example():
+    out = run_script("examples/plot_expert_importance.py", "--quick").stdout
+    total, full, baseline = map(
+        float,
+        re.search(
+            r"^Shapley values add up to ([0-9.-]+) = ([0-9.-]+) - ([0-9.-]+)$",
+            out,
+            re.M,
+        ).groups(),
+    )
+    assert abs(total - (full - baseline)) < 2e-3, out  # printed to 3 decimals
+    sizes = dict(
+        re.findall(r"^(.+?) +accuracy [0-9.]+, expert weights ([0-9.]+) KiB", out, re.M)
+    )
+    assert set(sizes) == {
+        "8 experts",
+        "4 experts, default pruning",
+        "4 experts, random, no retraining",
+    }, out
+    assert float(sizes["4 experts, default pruning"]) == float(sizes["8 experts"]) / 2
+    assert (
+        len(re.search(r"kept experts' Shapley values: \[(.*)\]", out).group(1).split())
+        == 4
+    )
