@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import check_scoring
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -90,6 +91,14 @@ def with_params(init, **defaults):
     return __init__
 
 
+def call_scorer(scorer, estimator, X, y, sample_weight):
+    """``scorer(estimator, X, y)``, with ``sample_weight`` unless every row weighs the
+    same (a plain ``scorer(estimator, X, y)`` callable need not accept it)."""
+    if sample_weight.size == 0 or np.all(sample_weight == sample_weight[0]):
+        return scorer(estimator, X, y)
+    return scorer(estimator, X, y, sample_weight=sample_weight)
+
+
 class BaseMixtureOfExperts(BaseEstimator):
     """Common base of the skmoe estimators; not meant to be used directly."""
 
@@ -114,6 +123,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "scoring": [str, callable, None],
         "load_balancing_coef": [Interval(Real, 0, None, closed="left")],
         "router_z_loss_coef": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
@@ -490,7 +500,49 @@ class BaseMixtureOfExperts(BaseEstimator):
             early_stopping=early_stopping,
             shuffle=self.shuffle,
             verbose=self.verbose,
+            validation_score=self._validation_scorer() if early_stopping else None,
         )
+
+    def _validation_scorer(self):
+        """``scoring`` as ``score(outputs, targets, weights)`` of the engine's
+        validation batches; ``None`` keeps the objective's own score.
+
+        The scorer sees this estimator reading the validation outputs (``X`` is the
+        row positions) and the validation labels as ``fit`` was given them.
+        """
+        if self.scoring is None:
+            return None
+        name = type(self).__name__
+        try:
+            scorer = check_scoring(self, scoring=self.scoring)
+        except ValueError as exc:
+            raise ValueError(
+                f"{name}: scoring={self.scoring!r} is not a scorer: {exc}"
+            ) from None
+
+        def score(outputs, targets, weights):
+            outputs = outputs.detach().cpu().double().numpy()
+            rows, truth = self._validation_truth(targets.detach().cpu().numpy())
+            view = self._reading_outputs(lambda X: outputs[rows][X])
+            weights = weights.detach().cpu().double().numpy()[rows]
+            try:
+                return call_scorer(scorer, view, np.arange(len(truth)), truth, weights)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise ValueError(
+                    f"{name}: scoring={self.scoring!r} failed on the validation "
+                    f"rows: {str(exc).rstrip('.')}."
+                ) from None
+
+        return score
+
+    def _reading_outputs(self, raw_output):
+        """A shallow view of this estimator whose predictions read ``raw_output(X)``
+        in place of the module's output on ``X``; this estimator is left as it is."""
+        # Not copy.copy, which would go through __setstate__'s rebuild.
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view._raw_output = raw_output  # every prediction method reads it
+        return view
 
     def _prepare_optimizer(
         self, module, config, sample_weight, device, fresh, parallel=None

@@ -168,6 +168,14 @@ class ClassificationMixin:
             self._label_codes.n_classes(), self._output_weights(self.n_outputs_)
         )
 
+    def _validation_truth(self, codes):
+        """The validation rows with every label present, and their labels."""
+        rows = (codes != MISSING_CLASS).all(axis=1)
+        labels = self._label_codes.decode(codes[rows].astype(np.int64))
+        if not self._y_was_1d and labels.ndim == 1:
+            labels = labels.reshape(-1, 1)
+        return rows, labels
+
     def _stratify(self, targets):
         return targets[:, 0] if targets.shape[1] == 1 else None
 

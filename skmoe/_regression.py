@@ -58,6 +58,12 @@ class RegressionMixin:
     def _agreed_targets(self, summaries):
         return TargetScaler.from_moments(summaries)
 
+    def _validation_truth(self, targets):
+        """The validation rows with every target present, and their targets."""
+        rows = ~np.isnan(targets).any(axis=1)
+        y = self._scaler.inverse(targets[rows].astype(np.float64))
+        return rows, (y.ravel() if self._y_was_1d else y)
+
     def _objective(self):
         return MeanSquaredError(self.n_outputs_, self._output_weights(self.n_outputs_))
 

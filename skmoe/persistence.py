@@ -416,8 +416,21 @@ def _params_to_json(params):
             value = np.asarray(value).tolist()
         elif isinstance(value, np.generic):
             value = value.item()
+        _refuse_functions(key, value)
         out[key] = _dict_to_json(value)
     return out
+
+
+def _refuse_functions(key, value):
+    """A ``TypeError`` for a parameter holding a function, which no file can
+    store without running code at load time."""
+    inner = value.values() if isinstance(value, dict) else ()
+    if callable(value) or any(callable(v) for v in inner):
+        raise TypeError(
+            f"skmoe.save cannot store the parameter {key}={value!r}, which holds a "
+            "function: give scorers by name (such as 'roc_auc') or set the "
+            "parameter to None before saving, or pickle the estimator instead."
+        )
 
 
 def _dict_to_json(value):

@@ -43,13 +43,9 @@ class MixedTaskObjective:
         them positive", over all rows (Ma et al., SIGIR 2018).
     weighting : FixedTaskWeights, UncertaintyWeights or GradNormWeights, default=None
         Combines the per-task row losses; ``None`` sums them.
-    scorer : callable, default=None
-        ``scorer(outputs, targets, weights)`` replaces the validation score (higher is
-        better); ``None`` averages the tasks' own scores.
     """
 
-    def __init__(self, tasks, chains=None, weighting=None, scorer=None):
-        self.scorer = scorer
+    def __init__(self, tasks, chains=None, weighting=None):
         self.tasks = list(tasks)
         self.chains = dict(chains or {})
         self.weighting = weighting if weighting is not None else FixedTaskWeights(None)
@@ -113,8 +109,6 @@ class MixedTaskObjective:
         ]
 
     def score(self, outputs, targets, weights):
-        if self.scorer is not None:
-            return float(self.scorer(outputs, targets, weights))
         scores = self.task_scores(outputs, targets, weights)
         return float(sum(scores) / len(scores))
 

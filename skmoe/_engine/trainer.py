@@ -7,6 +7,7 @@ row sources and a configuration and reads back a :class:`TrainingHistory`.
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,8 @@ class TrainingConfig:
     early_stopping: bool = False
     shuffle: bool = True
     verbose: int = 0
+    # ``score(outputs, targets, weights)`` in place of the objective's validation score.
+    validation_score: Callable | None = None
 
 
 @dataclass
@@ -185,8 +188,9 @@ def accepts_sample_weight(module):
 
 
 @torch.no_grad()
-def evaluate(module, objective, data, batch_size):
-    """Validation score of ``module`` on ``data`` (higher is better)."""
+def evaluate(module, objective, data, batch_size, score=None):
+    """Validation score of ``module`` on ``data`` (higher is better): ``score(outputs,
+    targets, weights)``, by default the objective's own."""
     module.eval()
     outputs = torch.cat(
         [
@@ -200,7 +204,8 @@ def evaluate(module, objective, data, batch_size):
             for s in range(0, len(data), batch_size)
         ]
     )
-    return objective.score(outputs, data.targets, data.weights)
+    score = objective.score if score is None else score
+    return float(score(outputs, data.targets, data.weights))
 
 
 def train(
@@ -291,7 +296,13 @@ def _snapshot(module):
 
 def _update_stopping(module, objective, history, config, loss, valid_data, parallel):
     if config.early_stopping:
-        score = evaluate(module, objective, valid_data, max(config.batch_size, 4096))
+        score = evaluate(
+            module,
+            objective,
+            valid_data,
+            max(config.batch_size, 4096),
+            config.validation_score,
+        )
         if parallel is not None:
             score = parallel.weighted_mean(score, valid_data.weights.sum())
         history.validation_scores.append(score)

@@ -109,12 +109,8 @@ class CoalitionGame:
         """Scores of the coalition ``experts``, an array of :attr:`n_values`."""
         key = frozenset(int(e) for e in experts)
         if key not in self._cache:
-            # A shallow view (copy.copy would go through __setstate__'s rebuild).
-            view = object.__new__(type(self.estimator))
-            view.__dict__.update(self.estimator.__dict__)
             raw = self.raw_output(key)
-            # Every prediction method reads the model through _raw_output.
-            view._raw_output = lambda X, raw=raw: raw
+            view = self.estimator._reading_outputs(lambda X, raw=raw: raw)
             self._cache[key] = np.array(
                 [scorer(view, self.X, self.y) for scorer in self._scorers], dtype=float
             )

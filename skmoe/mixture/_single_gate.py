@@ -55,6 +55,12 @@ PARAMETERS_DOC = (
         Share of the training data held out for early stopping.
     n_iter_no_change : int, default=10
         Epochs without ``tol`` improvement before training stops.
+    scoring : str, callable or None, default=None
+        The validation score of early stopping (higher is better; the best epoch's
+        weights are restored): a scikit-learn scorer name (``"roc_auc"``,
+        ``"neg_log_loss"``, ``"r2"``, ...) or a callable ``scorer(estimator, X, y)``.
+        ``None``: accuracy for classifiers, R² for regressors (averaged over
+        outputs). Used only with ``early_stopping=True``.
     load_balancing_coef : float, default=0.01
         Weight of the Switch Transformer load-balancing loss
         ``n_experts * sum_i f_i * P_i``; ``0`` disables it.
@@ -132,6 +138,7 @@ class SingleGateEstimator(BaseMixtureOfExperts):
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=10,
+        scoring=None,
         load_balancing_coef=0.01,
         router_z_loss_coef=1e-3,
         device="auto",
@@ -157,6 +164,7 @@ class SingleGateEstimator(BaseMixtureOfExperts):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.scoring = scoring
         self.load_balancing_coef = load_balancing_coef
         self.router_z_loss_coef = router_z_loss_coef
         self.device = device

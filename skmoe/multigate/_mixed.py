@@ -7,7 +7,7 @@ from sklearn.metrics import check_scoring, r2_score
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_consistent_length
 
-from .._base import with_params
+from .._base import call_scorer, with_params
 from .._classification import _check_incremental_class_weight, class_weight_factors
 from .._engine import MeanSquaredError, MultiOutputCrossEntropy
 from .._engine.multitask import (
@@ -43,10 +43,29 @@ default=None
 """
 
 
-def _with_task_weights_doc(doc):
-    start = doc.index("    task_weights :")
-    end = doc.index("    allow_missing_labels :")
-    return doc[:start] + TASK_WEIGHTS_DOC + doc[end:]
+SCORING_DOC = """\
+    scoring : str, callable, dict or None, default=None
+        The validation score of early stopping (higher is better; the best epoch's
+        weights are restored). ``None``: the mean over tasks of accuracy and R². A
+        scikit-learn scorer name (``"roc_auc"``, ``"neg_log_loss"``, ``"r2"``, ...) or
+        a scorer callable ``scorer(estimator, X, y)`` is applied to every task and
+        averaged; ``{task: scorer}`` scores only the tasks named, each with its own,
+        and averages them. Each task is scored on its validation rows that carry its
+        label. Used only with ``early_stopping=True``.
+"""
+
+
+def _mixed_doc(doc):
+    """The shared parameters' doc with this estimator's ``task_weights`` and
+    ``scoring``."""
+    for name, text, after in [
+        ("task_weights", TASK_WEIGHTS_DOC, "allow_missing_labels"),
+        ("scoring", SCORING_DOC, "load_balancing_coef"),
+    ]:
+        start = doc.index(f"    {name} :")
+        end = doc.index(f"    {after} :")
+        doc = doc[:start] + text + doc[end:]
+    return doc
 
 
 MIXED_PARAMETERS_DOC = """\
@@ -69,14 +88,6 @@ MIXED_PARAMETERS_DOC = """\
         product of its tasks' class weights (a missing label counts 1), so a class
         weight is the same as the corresponding ``sample_weight``. ``partial_fit``
         accepts dicts of weights only.
-    scoring : str, callable, dict or None, default=None
-        The validation score of early stopping (higher is better; the best epoch's
-        weights are restored). ``None``: the mean over tasks of accuracy and R². A
-        scikit-learn scorer name (``"roc_auc"``, ``"neg_log_loss"``, ``"r2"``, ...) or
-        a scorer callable ``scorer(estimator, X, y)`` is applied to every task and
-        averaged; ``{task: scorer}`` scores only the tasks named, each with its own,
-        and averages them. Each task is scored on its validation rows that carry its
-        label.
 """
 
 
@@ -94,7 +105,7 @@ class MultiGateMoE(MultiGateEstimator):
 
     Parameters
     ----------
-{_with_task_weights_doc(PARAMETERS_DOC)}{MIXED_PARAMETERS_DOC}
+{_mixed_doc(PARAMETERS_DOC)}{MIXED_PARAMETERS_DOC}
     Attributes
     ----------
     task_names_ : list
@@ -153,7 +164,6 @@ class MultiGateMoE(MultiGateEstimator):
         task_types="auto",
         task_chain=None,
         class_weight=None,
-        scoring=None,
     )
 
     # -- targets ----------------------------------------------------------------------
@@ -209,11 +219,13 @@ class MultiGateMoE(MultiGateEstimator):
             else MeanSquaredError(1)
             for t in range(len(self._tasks.names))
         ]
-        scorer = None if self.scoring is None else self._validation_scorer()
-        return MixedTaskObjective(tasks, self._chains, self._task_weighting, scorer)
+        return MixedTaskObjective(tasks, self._chains, self._task_weighting)
 
     def _validation_scorer(self):
-        """``scoring`` as a function of the validation outputs, targets and weights."""
+        """``scoring`` as a function of the validation outputs, targets and weights,
+        per task."""
+        if self.scoring is None:
+            return None
         if isinstance(self.scoring, dict):
             unknown = [k for k in self.scoring if k not in self._tasks.names]
             if unknown:
@@ -242,11 +254,8 @@ class MultiGateMoE(MultiGateEstimator):
                 truth = frozen.decode(targets[rows, t])
                 try:
                     values.append(
-                        scorer(
-                            frozen,
-                            np.arange(rows.sum()),
-                            truth,
-                            sample_weight=weights[rows],
+                        call_scorer(
+                            scorer, frozen, np.arange(rows.sum()), truth, weights[rows]
                         )
                     )
                 except (ValueError, TypeError, AttributeError) as exc:
