@@ -268,38 +268,46 @@ def _shard_balancing_value(
     lb_coef, z_coef = coefs
     acc = torch.promote_types(probs.dtype, torch.float32)
     n_rows, n_experts = probs.shape
-    if share is None:
-        total = probs.new_full((1,), n_rows, dtype=acc)
-        row_share = probs.new_full((n_rows,), 1.0 / max(n_rows, 1), dtype=acc)
-    else:
-        total = sample_weight.sum().to(acc).reshape(1)
-        row_share = share = share.to(acc)
-    parts = [total.new_ones(1)]
+    if share is not None:
+        share = share.to(acc)
+    # Unweighted: sums over the rows; weighted: means weighted by ``share``.
+    parts = []
     if lb_coef:
-        fractions = counts.to(acc)
+        parts.append(counts.to(acc))
         if share is None:
-            fractions = fractions / max(n_rows, 1)
-        parts += [fractions, row_share @ probs.to(acc)]
+            parts.append(probs.sum(0, dtype=acc))
+        else:
+            parts.append(share @ probs.to(acc))
     lse = None
     if z_coef:
         lse = top_logit.to(acc) - probs.gather(1, top).to(acc).log_()
-        parts.append(torch.dot(row_share, lse.view(-1).square()).reshape(1))
-    stats = reducer(torch.cat(parts).mul_(total))
-    mean_total = stats[0].clamp(min=torch.finfo(acc).tiny)
+        flat = lse.view(-1)
+        row_flat = flat if share is None else flat * share
+        parts.append(torch.dot(row_flat, flat).reshape(1))
+    if share is None:
+        total = n_rows
+        parts.append(probs.new_full((1,), n_rows, dtype=acc))
+        local = torch.cat(parts)
+    else:
+        total = sample_weight.sum().to(acc).reshape(1)
+        parts.append(total.new_ones(1))
+        local = torch.cat(parts).mul_(total)  # each statistic times the weight
+    reduced = reducer(local)
+    mean_total = reduced[-1:].clamp(min=torch.finfo(acc).tiny)
+    stats = reduced / mean_total  # the union's statistics
     ratio = total / mean_total
-    stats = stats[1:] / mean_total
     loss = None
     balance_scale = z_scale = 0.0
     fractions = None
     if lb_coef:
         fractions, mean_probs = stats[:n_experts], stats[n_experts : 2 * n_experts]
         balance_scale = lb_coef * n_experts / k
-        loss = torch.dot(fractions, mean_probs) * balance_scale
+        loss = torch.dot(fractions, mean_probs).mul_(balance_scale)
         fractions = fractions * ratio  # what each row's gradient is scaled by
     if z_coef:
         z_scale = z_coef if share is not None else z_coef / max(n_rows, 1)
-        z = stats[-1] * z_coef
-        loss = z if loss is None else loss + z
+        z = stats[-2] * z_coef
+        loss = z if loss is None else loss.add_(z)
         lse = lse * ratio
     return loss, BalancingTerms((fractions, lse, share), (balance_scale, z_scale))
 
