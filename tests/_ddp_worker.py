@@ -59,10 +59,13 @@ def cases():
         learning_rate_init=1e-2,
         random_state=0,
         device="cpu",
-        # The Switch load-balancing loss is computed from each rank's batch, so it
-        # differs from a whole-batch one; everything else is averaged exactly.
-        load_balancing_coef=0.0,
+        # The balancing statistics are averaged over the ranks: the balancing
+        # losses are those of the global batch.
+        load_balancing_coef=0.1,
     )
+    # Sparse routing without noise: no random draws, so a single process on the
+    # global batch routes every row as the ranks do.
+    top_k = dict(common, n_experts=4, load_balancing_coef=0.3)
     return {
         "single_classifier": (lambda: MixtureOfExpertsClassifier(**common), 1),
         "single_regressor": (
@@ -71,6 +74,9 @@ def cases():
         ),
         "multi_regressor": (lambda: MultiGateMoERegressor(**common), 3),
         "multi_classifier": (lambda: MultiGateMoEClassifier(**common), 1),
+        "top1_classifier": (lambda: MixtureOfExpertsClassifier(**top_k, top_k=1), 1),
+        "top2_regressor": (lambda: MixtureOfExpertsRegressor(**top_k, top_k=2), 2),
+        "multi_top2_regressor": (lambda: MultiGateMoERegressor(**top_k, top_k=2), 3),
     }
 
 

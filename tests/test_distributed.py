@@ -75,8 +75,9 @@ def test_every_rank_ends_with_the_same_weights(ranks, name):
 
 @pytest.mark.parametrize("name", list(cases()))
 def test_matches_one_process_on_the_whole_data_with_the_global_batch(ranks, name):
-    """Dense routing, no dropout, no shuffling: the two ranks' fit is the
-    single-process fit with a batch of both ranks' batches."""
+    """Dense and top-k routing with balancing losses, no noise, no dropout, no
+    shuffling: the two ranks' fit is the single-process fit with a batch of both
+    ranks' batches."""
     reports, out = ranks
     factory, target = cases()[name]
     X, *targets = make_data()

@@ -18,8 +18,11 @@ glue the trainer and the estimators call at a handful of points:
 * each epoch every rank takes the same number of steps: a shorter shard cycles through
   its rows again, as ``torch.utils.data.DistributedSampler`` pads.
 
-The balancing losses are computed from each rank's own batch (as in GShard's per-group
-balancing); their gradients are averaged like any other.
+The balancing losses' statistics (the fraction of rows routed to each expert, the
+mean router probability, the router z-loss's mean) are averaged over the ranks at
+every step, in one ``all_reduce`` per gate (:meth:`DataParallel.balancing_statistics`
+installs the reducer on the layers), so the balancing losses and their gradients are
+those of the global batch, as in a single process.
 """
 
 import contextlib
@@ -195,6 +198,29 @@ class DataParallel:
                 module, device_ids=device_ids, **_LOCAL_BUFFERS
             )
         return self._wrapped
+
+    def mean_over_ranks(self, tensor):
+        """The mean of every rank's ``tensor`` (1-d, float), in one ``all_reduce``;
+        the balancing losses' reducer (see :func:`skmoe.nn.balancing_loss`)."""
+        reduced = tensor.to(self._device)
+        dist.all_reduce(reduced)
+        return reduced.div_(self.world_size).to(tensor.device)
+
+    @contextlib.contextmanager
+    def balancing_statistics(self, module):
+        """Within the block, the layers of ``module`` average their balancing
+        statistics over the ranks; afterwards they balance their own batches again
+        (and keep no reference to the process group, so they pickle)."""
+        layers = [
+            sub for sub in module.modules() if hasattr(type(sub), "balancing_reducer")
+        ]
+        for layer in layers:
+            layer.balancing_reducer = self.mean_over_ranks
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.__dict__.pop("balancing_reducer", None)
 
     def average_gradients(self, params):
         """Average ``.grad`` of ``params`` over the ranks, in one ``all_reduce``."""

@@ -5,6 +5,7 @@ It knows modules, tensors and objectives, not estimators: the estimator layer ha
 row sources and a configuration and reads back a :class:`TrainingHistory`.
 """
 
+import contextlib
 import inspect
 import math
 from collections.abc import Callable
@@ -228,8 +229,9 @@ def train(
     restored. Each callback's ``on_epoch_begin(epoch)`` and
     ``on_epoch_end(epoch, history)`` are called around each epoch. With
     ``parallel`` (a :class:`~skmoe._engine.distributed.DataParallel`), each rank
-    trains on its own rows, and the losses, validation scores and usage statistics
-    are reduced over the ranks, so that all of them stop at the same epoch.
+    trains on its own rows, the balancing losses are computed from the statistics of
+    the global batch, and the losses, validation scores and usage statistics are
+    reduced over the ranks, so that all of them stop at the same epoch.
 
     Raises
     ------
@@ -242,7 +244,10 @@ def train(
     best_state = None
     if config.early_stopping and valid_data is None:
         raise ValueError("early_stopping needs validation data.")
-    with EpochProgress(config.max_epochs, config.verbose) as progress:
+    balancing = contextlib.nullcontext()
+    if parallel is not None:  # balancing statistics averaged over the ranks
+        balancing = parallel.balancing_statistics(module)
+    with balancing, EpochProgress(config.max_epochs, config.verbose) as progress:
         for _ in range(config.max_epochs):
             epoch = history.n_iter + 1
             for callback in callbacks:

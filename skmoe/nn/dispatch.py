@@ -133,6 +133,10 @@ def plan_dispatch(indices, n_experts, min_tier_savings=TIER_MIN_SAVED_SLOTS):
     position = torch.arange(order.numel(), device=device).sub_(
         starts.index_select(0, expert_sorted)
     )
+    # The one host-device synchronisation of a step: the buffers' shapes depend on
+    # how many rows each expert receives. Without it the capacity would have to be
+    # fixed in advance, either dropping the rows beyond it (skmoe drops none) or
+    # padding every expert to the whole batch, which computes as much as dense routing.
     tiers = capacity_tiers(counts.tolist(), min_tier_savings)
     capacity = tiers.capacity
     slot_sorted = torch.add(position, expert_sorted, alpha=capacity)

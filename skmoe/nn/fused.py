@@ -98,8 +98,9 @@ def fused_mixture(layer, x, logits, scores=None, sample_weight=None):
     """
     config = mixture_config(layer)
     bank = layer.experts
+    reducer = layer.balancing_reducer
     return _FusedMixture.apply(
-        x, logits, scores, sample_weight, config, *bank.weights, *bank.biases
+        x, logits, scores, sample_weight, reducer, config, *bank.weights, *bank.biases
     )
 
 
@@ -136,7 +137,9 @@ class MixtureState:
     )
 
 
-def mixture_forward(x, logits, scores, config, params, sample_weight=None):
+def mixture_forward(
+    x, logits, scores, config, params, sample_weight=None, reducer=None
+):
     """Routing, balancing losses, dispatch, experts and mixing, without autograd.
 
     Parameters
@@ -150,6 +153,9 @@ def mixture_forward(x, logits, scores, config, params, sample_weight=None):
         The expert bank's weights, then its biases.
     sample_weight : torch.Tensor of shape (batch,) or None, default=None
         Row weights of the balancing statistics.
+    reducer : callable or None, default=None
+        Averages the balancing statistics over the ranks of a data-parallel fit
+        (see :func:`~skmoe.nn.balancing_loss`).
 
     Returns
     -------
@@ -215,6 +221,8 @@ def mixture_forward(x, logits, scores, config, params, sample_weight=None):
         lb_coef,
         z_coef,
         share,
+        reducer,
+        sample_weight,
     )
     if aux is None:
         aux = logits.new_zeros(
@@ -297,9 +305,9 @@ class _FusedMixture(torch.autograd.Function):
     """:func:`mixture_forward` and :func:`mixture_backward` as an autograd node."""
 
     @staticmethod
-    def forward(ctx, x, logits, scores, sample_weight, config, *params):
+    def forward(ctx, x, logits, scores, sample_weight, reducer, config, *params):
         out, aux, load, state = mixture_forward(
-            x, logits, scores, config, params, sample_weight
+            x, logits, scores, config, params, sample_weight, reducer
         )
         ctx.mark_non_differentiable(load)
         # The rows, the parameters and the unmixed expert outputs (for top-1, the
@@ -331,7 +339,7 @@ class _FusedMixture(torch.autograd.Function):
             )
         finally:
             state.picked = None
-        return (grad_x, grad_logits, grad_scores, None, None, *param_grads)
+        return (grad_x, grad_logits, grad_scores, None, None, None, *param_grads)
 
 
 def _run_experts(x, weights, plan, activation, params):

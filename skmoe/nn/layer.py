@@ -42,6 +42,15 @@ class MixtureOfExperts(nn.Module):
     from a whole model). The layer also accumulates, without synchronising the device,
     the gate weight each expert received (see :meth:`expert_usage`).
 
+    For data-parallel training, set the attribute ``balancing_reducer`` to a callable
+    that averages a 1-d tensor over the ranks (``all_reduce``, then divide by the
+    world size): every training pass then computes the balancing losses from the
+    statistics of all ranks' batches together, and its gradients averaged over the
+    ranks are those of one process on their union (see
+    :func:`~skmoe.nn.balancing_loss`). skmoe's estimators set it during a
+    data-parallel fit and remove it afterwards; ``None`` (the default) balances each
+    batch on its own.
+
     Parameters
     ----------
     in_features : int
@@ -84,6 +93,8 @@ class MixtureOfExperts(nn.Module):
     # gradients); False composes the pass from tensor operations, which allows
     # double backward.
     fused_training = True
+    # Averages the balancing statistics over data-parallel ranks (see above).
+    balancing_reducer = None
 
     def __init__(
         self,
@@ -153,6 +164,7 @@ class MixtureOfExperts(nn.Module):
                 self.load_balancing_coef,
                 self.router_z_loss_coef,
                 sample_weight,
+                self.balancing_reducer,
             )
             self._record_usage(routing, x.shape[0])
         else:
@@ -242,6 +254,7 @@ class MixtureOfExperts(nn.Module):
                 mixture_config(self),
                 bank_params,
                 sample_weight,
+                self.balancing_reducer,
             )
             task, grad_out = loss_and_grad(out)
             _, grad_logits, grad_scores, bank_grads = mixture_backward(

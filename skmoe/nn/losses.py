@@ -118,11 +118,14 @@ class _BalancingLoss(torch.autograd.Function):
 
     The log-sum-exp itself is ``max(logits) - log(max(probs))``, exact because
     ``probs`` is the softmax of ``logits``; the same ``max`` gives the arg-max expert
-    that dense routing counts.
+    that dense routing counts. With a ``reducer`` the statistics are those of every
+    shard's batch together (see :func:`_shard_balancing_value`).
     """
 
     @staticmethod
-    def forward(ctx, logits, probs, indices, balancing_coef, z_coef, sample_weight):
+    def forward(
+        ctx, logits, probs, indices, balancing_coef, z_coef, sample_weight, reducer
+    ):
         top_logit, top = logits.max(dim=1, keepdim=True)
         chosen = top if indices is None else indices
         share = row_shares(sample_weight)
@@ -138,6 +141,8 @@ class _BalancingLoss(torch.autograd.Function):
             balancing_coef,
             z_coef,
             share,
+            reducer,
+            sample_weight,
         )
         ctx.save_for_backward(probs, *terms.tensors)
         ctx.scales = terms.scales
@@ -157,7 +162,7 @@ class _BalancingLoss(torch.autograd.Function):
         grad_probs = None
         if grad_probs_row is not None and ctx.needs_input_grad[1]:
             grad_probs = grad_probs_row.expand_as(probs)
-        return grad_logits, grad_probs, None, None, None, None
+        return grad_logits, grad_probs, None, None, None, None, None
 
 
 def pair_counts(chosen, n_experts, share=None):
@@ -189,14 +194,32 @@ class BalancingTerms(NamedTuple):
     scales: tuple
 
 
-def _balancing_value(probs, top_logit, top, counts, k, lb_coef, z_coef, share=None):
+def _balancing_value(
+    probs,
+    top_logit,
+    top,
+    counts,
+    k,
+    lb_coef,
+    z_coef,
+    share=None,
+    reducer=None,
+    sample_weight=None,
+):
     """Both weighted balancing losses, and the terms their gradients need.
 
     ``counts`` are the (row, choice) pairs sent to each expert (with ``share``, the
     sums of their rows' shares, :func:`pair_counts`), ``k`` the choices per row;
     ``top_logit`` and ``top`` each row's largest logit and its expert; ``share``
-    each row's share of the batch weight, ``None`` for equal weights.
+    each row's share of the batch weight, ``None`` for equal weights (then
+    ``sample_weight``, the rows' weights, is ``None`` too). With a ``reducer``, the
+    statistics are those of every shard's batch (:func:`_shard_balancing_value`).
     """
+    if reducer is not None and (lb_coef or z_coef):
+        coefs = (lb_coef, z_coef)
+        return _shard_balancing_value(
+            probs, top_logit, top, counts, k, coefs, share, sample_weight, reducer
+        )
     acc = torch.promote_types(probs.dtype, torch.float32)
     n_rows, n_experts = probs.shape
     if share is not None:
@@ -227,6 +250,68 @@ def _balancing_value(probs, top_logit, top, counts, k, lb_coef, z_coef, share=No
     return loss, BalancingTerms((counts, lse, share), (balance_scale, z_scale))
 
 
+def _shard_balancing_value(
+    probs, top_logit, top, counts, k, coefs, share, sample_weight, reducer
+):
+    """:func:`_balancing_value` for one shard of a batch split over several ranks.
+
+    Each shard's statistics (the fraction of pairs sent to each expert, the mean
+    router probability, the mean squared log-sum-exp) are scaled by its weight ``T``
+    (its rows, or its summed row weights) and averaged over the shards by
+    ``reducer`` in one call, together with ``T``: their ratio is the statistic of
+    the union of the batches. The loss is the union's, on every shard. Each row's
+    gradient is ``world_size`` times its part of the union's gradient (its share of
+    the union's weight is ``w / (world_size * mean(T))``), so that the shards'
+    gradients averaged, as data-parallel training averages them, are the union's:
+    the terms carry ``T / mean(T)`` for that.
+    """
+    lb_coef, z_coef = coefs
+    acc = torch.promote_types(probs.dtype, torch.float32)
+    n_rows, n_experts = probs.shape
+    if share is not None:
+        share = share.to(acc)
+    # Unweighted: sums over the rows; weighted: means weighted by ``share``.
+    parts = []
+    if lb_coef:
+        parts.append(counts.to(acc))
+        if share is None:
+            parts.append(probs.sum(0, dtype=acc))
+        else:
+            parts.append(share @ probs.to(acc))
+    lse = None
+    if z_coef:
+        lse = top_logit.to(acc) - probs.gather(1, top).to(acc).log_()
+        flat = lse.view(-1)
+        row_flat = flat if share is None else flat * share
+        parts.append(torch.dot(row_flat, flat).reshape(1))
+    if share is None:
+        total = n_rows
+        parts.append(probs.new_full((1,), n_rows, dtype=acc))
+        local = torch.cat(parts)
+    else:
+        total = sample_weight.sum().to(acc).reshape(1)
+        parts.append(total.new_ones(1))
+        local = torch.cat(parts).mul_(total)  # each statistic times the weight
+    reduced = reducer(local)
+    mean_total = reduced[-1:].clamp(min=torch.finfo(acc).tiny)
+    stats = reduced / mean_total  # the union's statistics
+    ratio = total / mean_total
+    loss = None
+    balance_scale = z_scale = 0.0
+    fractions = None
+    if lb_coef:
+        fractions, mean_probs = stats[:n_experts], stats[n_experts : 2 * n_experts]
+        balance_scale = lb_coef * n_experts / k
+        loss = torch.dot(fractions, mean_probs).mul_(balance_scale)
+        fractions = fractions * ratio  # what each row's gradient is scaled by
+    if z_coef:
+        z_scale = z_coef if share is not None else z_coef / max(n_rows, 1)
+        z = stats[-2] * z_coef
+        loss = z if loss is None else loss.add_(z)
+        lse = lse * ratio
+    return loss, BalancingTerms((fractions, lse, share), (balance_scale, z_scale))
+
+
 def _balancing_grads(probs, terms, grad):
     """The gradient reaching ``probs`` (one row shared by every row when unweighted,
     else one per row) and the z-loss's gradient of the logits (in the accumulation
@@ -237,7 +322,7 @@ def _balancing_grads(probs, terms, grad):
     grad_probs_row = grad_logits = None
     if counts is not None:
         if share is None:
-            grad_probs_row = (balance_scale / probs.shape[0]) * grad * counts
+            grad_probs_row = (balance_scale / max(probs.shape[0], 1)) * grad * counts
         else:
             grad_probs_row = (balance_scale * grad) * share.unsqueeze(1) * counts
         grad_probs_row = grad_probs_row.to(probs.dtype)
@@ -249,7 +334,11 @@ def _balancing_grads(probs, terms, grad):
 
 
 def balancing_loss(
-    routing, load_balancing_coef=0.01, router_z_loss_coef=0.001, sample_weight=None
+    routing,
+    load_balancing_coef=0.01,
+    router_z_loss_coef=0.001,
+    sample_weight=None,
+    reducer=None,
 ):
     """Weighted sum of both balancing losses, computed as one autograd node.
 
@@ -270,11 +359,23 @@ def balancing_loss(
         Weight of :func:`router_z_loss`.
     sample_weight : torch.Tensor of shape (batch,) or None, default=None
         Row weights of both losses' statistics (see :func:`load_balancing_loss`).
+    reducer : callable or None, default=None
+        For data-parallel training, where each rank holds a shard of the batch:
+        ``reducer(t)`` returns the mean over the ranks of a 1-d float tensor ``t``
+        (``all_reduce`` then divide by the world size; it may reduce in place).
+        The statistics, and so the loss, are then those of the union of the
+        shards' batches, and each rank's gradient is ``world_size`` times its rows'
+        part of the union's gradient: averaged over the ranks, as
+        :class:`~torch.nn.parallel.DistributedDataParallel` averages gradients,
+        they are the gradient of a single process on the union. It is called once
+        per call, so every rank must call this function the same number of
+        times (also with an empty shard). ``None`` uses this batch alone.
 
     Returns
     -------
     torch.Tensor or None
-        A scalar; ``None`` when both weights are zero or the batch is empty.
+        A scalar; ``None`` when both weights are zero, or the batch is empty and
+        there is no ``reducer``.
 
     Examples
     --------
@@ -287,10 +388,17 @@ def balancing_loss(
     ... )
     >>> bool(torch.isclose(fused, spelled_out))
     True
+
+    A reducer that averages over two shards, here both the same batch, gives the
+    loss of their union, which is this batch's:
+
+    >>> union = balancing_loss(routing, 0.01, 0.001, reducer=lambda t: (t + t) / 2)
+    >>> bool(torch.isclose(union, fused))
+    True
     """
     if not load_balancing_coef and not router_z_loss_coef:
         return None
-    if routing.probs.shape[0] == 0:  # no rows, nothing to balance
+    if routing.probs.shape[0] == 0 and reducer is None:  # nothing to balance
         return None
     return _BalancingLoss.apply(
         routing.logits,
@@ -299,4 +407,5 @@ def balancing_loss(
         float(load_balancing_coef),
         float(router_z_loss_coef),
         sample_weight,
+        reducer,
     )

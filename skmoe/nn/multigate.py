@@ -30,7 +30,9 @@ class MultiGateMixtureOfExperts(nn.Module):
     """Shared (and task-specific) experts, one gate and one tower per task.
 
     The forward pass returns the tasks' tower outputs concatenated along the last
-    dimension, ``(batch, sum(task_out_features))``.
+    dimension, ``(batch, sum(task_out_features))``. Its ``balancing_reducer``
+    attribute serves data-parallel training as
+    :class:`~skmoe.nn.MixtureOfExperts`'s does.
 
     Parameters
     ----------
@@ -72,6 +74,10 @@ class MultiGateMixtureOfExperts(nn.Module):
     >>> model.gate_weights(torch.randn(5, 10)).shape
     torch.Size([5, 2, 6])
     """
+
+    # Averages the balancing statistics over data-parallel ranks, as
+    # MixtureOfExperts.balancing_reducer does.
+    balancing_reducer = None
 
     def __init__(
         self,
@@ -204,6 +210,7 @@ class MultiGateMixtureOfExperts(nn.Module):
                 self.load_balancing_coef,
                 self.router_z_loss_coef,
                 sample_weight,
+                self.balancing_reducer,
             )
             if term is not None:
                 loss = loss + term
