@@ -1,5 +1,7 @@
 """Expert pruning: keep the experts that matter, route among them."""
 
+from numbers import Real
+
 from sklearn.utils import check_random_state
 
 from ..inspection._importance import (
@@ -11,6 +13,8 @@ from ._subset import check_fine_tune_iter, check_n_experts, fine_tune, with_expe
 
 PRUNING_METHODS = ("greedy", "shapley", "shapley_backward", "usage", "random")
 DEFAULT_FINE_TUNE_ITER = 10
+DEFAULT_FINE_TUNE_ALPHA = 1.0
+DEFAULT_VALIDATION_FRACTION = None
 
 
 def prune_experts(
@@ -22,6 +26,9 @@ def prune_experts(
     method="greedy",
     fine_tune_iter=DEFAULT_FINE_TUNE_ITER,
     fine_tune_experts=True,
+    fine_tune_alpha=DEFAULT_FINE_TUNE_ALPHA,
+    validation_fraction=DEFAULT_VALIDATION_FRACTION,
+    fine_tune_learning_rate=None,
     scoring=None,
     random_state=None,
 ):
@@ -109,12 +116,44 @@ default="greedy"
             f"prune_experts: method must be one of {PRUNING_METHODS}, got {method!r}."
         )
     fine_tune_iter = check_fine_tune_iter(fine_tune_iter, "prune_experts")
+    _check_fraction(fine_tune_alpha, "fine_tune_alpha", closed=True)
+    if validation_fraction is not None:
+        _check_fraction(validation_fraction, "validation_fraction", closed=False)
+    if fine_tune_learning_rate is not None and not (
+        isinstance(fine_tune_learning_rate, Real)
+        and not isinstance(fine_tune_learning_rate, bool)
+        and fine_tune_learning_rate > 0
+    ):
+        raise ValueError(
+            "prune_experts: fine_tune_learning_rate must be a positive number or "
+            f"None, got {fine_tune_learning_rate!r}."
+        )
     rng = check_random_state(random_state)
     kept = choose_experts(game, n_experts, method, rng)
     pruned = with_experts(estimator, kept)
-    fine_tune(pruned, X, y, fine_tune_iter, experts=fine_tune_experts)
+    fine_tune(
+        pruned,
+        X,
+        y,
+        fine_tune_iter,
+        experts=fine_tune_experts,
+        teacher=estimator,
+        alpha=fine_tune_alpha,
+        validation_fraction=validation_fraction,
+        score=game.score,
+        learning_rate=fine_tune_learning_rate,
+    )
     pruned.kept_experts_ = list(kept)
     return pruned
+
+
+def _check_fraction(value, name, closed):
+    number = isinstance(value, Real) and not isinstance(value, bool)
+    if not number or not (0 <= value <= 1 if closed else 0 < value < 1):
+        bounds = "[0, 1]" if closed else "(0, 1)"
+        raise ValueError(
+            f"prune_experts: {name} must be a number in {bounds}, got {value!r}."
+        )
 
 
 def choose_experts(game, n_experts, method, rng):
