@@ -12,7 +12,8 @@ Per data set and seed: a stratified 75/25 split, features standardised, an
 8-expert top-2 teacher (64 units per expert) fitted until its training loss stops
 improving (``max_iter=--max-iter``, the estimator's own ``tol`` rule); then
 
-- ``prune_experts`` with every method and fine-tuning recipe (``RECIPES``),
+- ``prune_experts`` with every method and the fine-tuning recipes asked for
+  (``--recipes``, from ``RECIPES``; ``default`` is ``prune_experts``' own),
 - ``merge_experts``, zero-shot and with the gates retrained,
 - ``distill`` into the default dense student,
 
@@ -25,8 +26,11 @@ measurement can be split into runs (say, by seed) and summarised at once.
 
 Run it alone, one torch thread, under the shared lock::
 
-    flock /tmp/skmoe-bench.lock python benchmarks/compress.py --seeds 5 \\
-        --csv compress.csv --out compression_results.md --plot docs/compression.png
+    flock /tmp/skmoe-bench.lock python benchmarks/compress.py --seeds 3 \\
+        --recipes zero-shot "gate 10" default --csv overview.csv \\
+        --out compression_results.md --plot docs/compression.png
+
+(docs/compression.md also has the recipe comparison's command).
 
 ``--quick`` is a smoke test (one small set, one seed, a short fit).
 """
@@ -103,13 +107,12 @@ RECIPES = {
     "teacher ES": dict(EARLY, fine_tune_alpha=0.0),
     "distil 100": dict(fine_tune_iter=100, fine_tune_alpha=0.5),
     "teacher 100": dict(fine_tune_iter=100, fine_tune_alpha=0.0),
-    "teacher 100 lr/3": dict(
-        fine_tune_iter=100, fine_tune_alpha=0.0, fine_tune_learning_rate=3e-4
+    "teacher 100 lr x3": dict(
+        fine_tune_iter=100, fine_tune_alpha=0.0, fine_tune_learning_rate=3e-3
     ),
-    "teacher 300": dict(fine_tune_iter=300, fine_tune_alpha=0.0),
     "default": {},
 }
-DEFAULT_RECIPES = ("zero-shot", "gate 10", "all 10", "default")
+DEFAULT_RECIPES = ("zero-shot", "gate 10", "default")
 FIELDS = (
     "dataset",
     "seed",
@@ -274,19 +277,61 @@ def summarise(rows):
                 + " | ".join(f"{m:+.1f} ± {s:.1f}" for m, s in per)
                 + f" | {np.mean(means):+.2f} | {np.max(means):+.1f} |"
             )
+    lines += _against_random(rows, datasets, loss)
     lines += _size_table(rows)
     student = [r for r in rows if r["family"] == "distill"]
     if student:
-        kept = [
-            r["score"] / teacher[(r["dataset"], r["seed"])]["score"]
-            for r in student
-            if teacher[(r["dataset"], r["seed"])]["score"] > 0
-        ]
+        kept = []
+        for ds in datasets:
+            runs = [r for r in student if r["dataset"] == ds]
+            theirs = np.mean([teacher[(ds, r["seed"])]["score"] for r in runs])
+            if runs and theirs > 0:
+                kept.append(np.mean([r["score"] for r in runs]) / theirs)
         lines.append(
             f"\nDistilled student: {100 * np.mean(kept):.1f}% of the teacher's score "
-            "on average (score ratio over the runs whose teacher scored above zero)."
+            "on average (per set, the student's mean score over the teacher's, over "
+            "the sets whose teacher scored above zero)."
         )
     return "\n".join(lines) + "\n"
+
+
+def _against_random(rows, datasets, loss):
+    """Each method against random choice with the same fine-tuning, paired by seed."""
+    by_key = {}  # (experts, recipe, method, dataset) -> {seed: points lost}
+    for r in rows:
+        if r["family"] == "prune":
+            method, recipe = r["variant"].split(", ", 1)
+            key = (r["experts"], recipe, method, r["dataset"])
+            by_key.setdefault(key, {})[r["seed"]] = loss(r)
+    pairs = sorted(
+        {(k, recipe, m) for k, recipe, m, _ in by_key if m != "random"},
+        key=lambda p: (-p[0], p[1], METHODS.index(p[2])),
+    )
+    lines = []
+    for k, recipe, method in pairs:
+        cells, means = [], []
+        for ds in datasets:
+            mine = by_key.get((k, recipe, method, ds), {})
+            theirs = by_key.get((k, recipe, "random", ds), {})
+            diff = [mine[s] - theirs[s] for s in mine if s in theirs]
+            mean, sd = _mean_sd(diff) if diff else (float("nan"),) * 2
+            cells.append(f"{mean:+.1f} ± {sd:.1f}")
+            means.append(mean)
+        if not np.all(np.isnan(means)):
+            lines.append(
+                f"| {k}: {method}, {recipe} | "
+                + " | ".join(cells)
+                + f" | {np.mean(means):+.2f} |"
+            )
+    if not lines:
+        return []
+    return [
+        "\nPoints lost minus random choice's points lost with the same fine-tuning, "
+        "paired by seed (mean ± standard deviation; negative: better than random):\n",
+        "| experts: variant | " + " | ".join([*datasets, "mean"]) + " |",
+        "|" + "---|" * (len(datasets) + 2),
+        *lines,
+    ]
 
 
 def _size_table(rows):
@@ -299,7 +344,8 @@ def _size_table(rows):
     prune = [r["variant"] for r in rows if r["family"] == "prune"]
     shown = [("teacher", "8 experts", 8)]
     if prune:
-        shown += [("prune", prune[-1], k) for k in keeps]
+        variant = "greedy, default" if "greedy, default" in prune else prune[-1]
+        shown += [("prune", variant, k) for k in keeps]
     shown += [("merge", "merge, zero-shot", k) for k in keeps]
     shown.append(("distill", "dense student", 1))
     for family, variant, kept in shown:

@@ -12,8 +12,8 @@ from ..inspection._importance import (
 from ._subset import check_fine_tune_iter, check_n_experts, fine_tune, with_experts
 
 PRUNING_METHODS = ("greedy", "shapley", "shapley_backward", "usage", "random")
-DEFAULT_FINE_TUNE_ITER = 10
-DEFAULT_FINE_TUNE_ALPHA = 1.0
+DEFAULT_FINE_TUNE_ITER = 100
+DEFAULT_FINE_TUNE_ALPHA = 0.0
 DEFAULT_VALIDATION_FRACTION = None
 
 
@@ -37,9 +37,16 @@ def prune_experts(
     The kept experts keep their weights; every gate keeps its rows for them and
     renormalises over them (``top_k`` is clipped to the experts left), so without
     fine-tuning a row is routed as the original gate would have routed it with the
-    other experts masked out. ``fine_tune_iter`` epochs on ``X, y`` then retrain the
-    gates (and a multi-gate model's towers; with ``fine_tune_experts=True`` the kept
-    experts too), starting from those weights.
+    other experts masked out. Up to ``fine_tune_iter`` epochs on ``X`` then retrain
+    the pruned model (with ``fine_tune_experts=False`` only the gates and a
+    multi-gate model's towers), starting from those weights, on the original
+    model's outputs (``fine_tune_alpha=0``), the labels ``y`` (``1``) or a mix: the
+    kept experts learn to cover the rows the removed ones served.
+
+    The defaults (greedy choice, then the whole pruned model fitted to the original
+    model's outputs until its training loss stops improving, at most 100 epochs)
+    lost the least score in ``benchmarks/compress.py``; ``docs/compression.md``
+    has the measurements.
 
     Parameters
     ----------
@@ -68,12 +75,28 @@ default="greedy"
         - ``"random"``: a random choice (a baseline).
 
         ``docs/compression.md`` compares them; the default is what won there.
-    fine_tune_iter : int, default=10
-        Epochs of retraining after pruning; ``0`` keeps the weights as they are.
+    fine_tune_iter : int, default=100
+        Most epochs of retraining after pruning; ``0`` keeps the weights as they
+        are. Training stops earlier when the estimator's own rule (``tol``,
+        ``n_iter_no_change``) says it has converged.
     fine_tune_experts : bool, default=True
         Whether fine-tuning also trains the kept experts (otherwise only the gates
-        and towers). The defaults (greedy choice, then 10 epochs of the whole
-        pruned model) lost the least in ``benchmarks/compress.py``.
+        and towers).
+    fine_tune_alpha : float in [0, 1], default=0.0
+        Weight of the labels ``y`` in the fine-tuning targets, the rest being the
+        original model's predictions (regressors) or class probabilities
+        (classifiers), as ``alpha`` in :func:`skmoe.distill`. ``0`` fits the pruned
+        model to the original one (prune, then distil); ``1`` to the labels alone.
+    validation_fraction : float in (0, 1) or None, default=None
+        Share of ``X, y`` held out from fine-tuning (stratified for a classifier
+        where it can be) to stop it early: after each epoch the pruned model is
+        scored on those rows (``scoring``, true labels), training stops after
+        ``n_iter_no_change`` epochs without a ``tol`` improvement, and the best
+        epoch's weights are kept, the pruned weights before fine-tuning included.
+        ``None`` fine-tunes on every row.
+    fine_tune_learning_rate : float or None, default=None
+        Adam learning rate while fine-tuning; ``None`` keeps the estimator's
+        ``learning_rate_init``.
     scoring : str, callable or None, default=None
         The score the experts are chosen by, as in ``expert_importance``; for
         multi-gate models the tasks' scores are averaged.
