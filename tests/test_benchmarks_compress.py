@@ -13,10 +13,17 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_compress_quick(tmp_path):
-    table = tmp_path / "table.md"
-    out = run_script(SCRIPT, "--quick", "--out", table).stdout
+    table, rows = tmp_path / "table.md", tmp_path / "rows.csv"
+    out = run_script(SCRIPT, "--quick", "--out", table, "--csv", rows).stdout
     assert table.read_text() in out
-    for variant in ("greedy, zero-shot", "random, gate 10", "merge, zero-shot"):
-        assert re.search(rf"^\| {re.escape(variant)} \| [-+][0-9.]+ \|", out, re.M), out
+    for variant in ("greedy, zero-shot", "random, default", "merge, zero-shot"):
+        assert re.search(rf"^\| {re.escape(variant)} \| [-+][0-9.]+ ± ", out, re.M), out
+    assert re.search(r"^\| 4: greedy, default \| [-+][0-9.]+ ± ", out, re.M), out
     assert re.search(r"^\| distill: dense student \| 1 \|", out, re.M), out
     assert re.search(r"Distilled student: [0-9.]+% of the teacher", out), out
+    # The saved rows give the same tables without fitting anything.
+    again = tmp_path / "again.md"
+    run_script(SCRIPT, "--from-csv", rows, "--out", again)
+    summary = table.read_text()
+    timing = re.compile(r"^\|.*\| [0-9.]+ \|$", re.M)  # the size table's last column
+    assert timing.sub("", again.read_text()) == timing.sub("", summary)

@@ -423,3 +423,96 @@ def test_prune_ple_saves_and_loads(diabetes, tmp_path):
     skmoe.save(pruned, path)
     np.testing.assert_array_equal(skmoe.load(path).predict(X), pruned.predict(X))
     np.testing.assert_allclose(pruned.predict(X[:3]), pruned.predict(X)[:3])
+
+
+def test_prune_then_distill_follows_the_teacher():
+    from sklearn.metrics import r2_score
+
+    from skmoe.datasets import make_clustered_regression
+
+    X, y = make_clustered_regression(n_samples=500, n_clusters=4, random_state=0)
+    teacher = MixtureOfExpertsRegressor(
+        n_experts=4,
+        top_k=1,
+        expert_hidden_layer_sizes=(16,),
+        max_iter=100,
+        batch_size=64,
+        tol=0,
+        random_state=0,
+        n_threads=1,
+    ).fit(X, y)
+    before, prediction = _weights(teacher), teacher.predict(X)
+    # "usage" chooses on X alone, so only fine-tuning can read the labels.
+    common = dict(n_experts=2, method="usage")
+    zero_shot = skmoe.prune_experts(teacher, X, y, fine_tune_iter=0, **common)
+    tuned = skmoe.prune_experts(
+        teacher, X, y, fine_tune_iter=30, fine_tune_alpha=0.0, **common
+    )
+    # Trained on the teacher's outputs, the kept experts cover the removed ones'
+    # rows: the pruned model follows the teacher, and scores close to it.
+    follows = r2_score(prediction, tuned.predict(X))
+    assert follows > max(0.95, r2_score(prediction, zero_shot.predict(X)))
+    assert tuned.score(X, y) > zero_shot.score(X, y)
+    assert tuned.score(X, y) > teacher.score(X, y) - 0.05
+    for key, value in _weights(teacher).items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    np.testing.assert_array_equal(teacher.predict(X), prediction)
+    # fine_tune_alpha=0: the labels are not read at all.
+    reversed_labels = skmoe.prune_experts(
+        teacher, X, y[::-1], fine_tune_iter=30, fine_tune_alpha=0.0, **common
+    )
+    np.testing.assert_array_equal(reversed_labels.predict(X), tuned.predict(X))
+    with_labels = skmoe.prune_experts(
+        teacher, X, y[::-1], fine_tune_iter=30, fine_tune_alpha=0.5, **common
+    )
+    assert not np.array_equal(with_labels.predict(X), tuned.predict(X))
+
+
+def test_prune_then_distill_classifier():
+    X, y = load_iris(return_X_y=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    teacher = MixtureOfExpertsClassifier(
+        n_experts=4, top_k=2, max_iter=60, random_state=0, n_threads=1
+    ).fit(X, labels)
+    pruned = skmoe.prune_experts(
+        teacher, X, labels, n_experts=2, fine_tune_iter=20, fine_tune_alpha=0.3
+    )
+    assert list(pruned.classes_) == list(teacher.classes_)
+    assert pruned.predict_proba(X).shape == (len(X), 3)
+    assert np.mean(pruned.predict(X) == teacher.predict(X)) > 0.8
+
+
+def test_validation_fraction_keeps_the_best_epoch(regressor, diabetes):
+    X, y = diabetes
+    zero_shot = skmoe.prune_experts(
+        regressor, X, y, n_experts=3, method="usage", fine_tune_iter=0
+    )
+    # A learning rate far too high wrecks the model within an epoch or two.
+    wild = dict(
+        n_experts=3, method="usage", fine_tune_iter=5, fine_tune_learning_rate=1.0
+    )
+    unguarded = skmoe.prune_experts(regressor, X, y, **wild)
+    guarded = skmoe.prune_experts(regressor, X, y, validation_fraction=0.25, **wild)
+    assert unguarded.score(X, y) < zero_shot.score(X, y) - 0.5
+    # Early stopping on the held-out rows keeps the best epoch, the pruned
+    # weights included, so the damage is never kept.
+    assert guarded.score(X, y) > zero_shot.score(X, y) - 0.05
+    again = skmoe.prune_experts(regressor, X, y, validation_fraction=0.25, **wild)
+    np.testing.assert_array_equal(again.predict(X), guarded.predict(X))
+    # The fine-tuning learning rate is not left on the estimator.
+    assert guarded.learning_rate_init == regressor.learning_rate_init
+
+
+def test_prune_fine_tuning_bad_input(regressor, diabetes):
+    X, y = diabetes
+    for value in (-0.1, 1.5, True, "all"):
+        with pytest.raises(ValueError, match="fine_tune_alpha must be a number"):
+            skmoe.prune_experts(regressor, X, y, n_experts=2, fine_tune_alpha=value)
+    for value in (0, 1, 1.5, True):
+        with pytest.raises(ValueError, match="validation_fraction must be a number"):
+            skmoe.prune_experts(regressor, X, y, n_experts=2, validation_fraction=value)
+    for value in (0, -1e-3, True, "fast"):
+        with pytest.raises(ValueError, match="fine_tune_learning_rate must be"):
+            skmoe.prune_experts(
+                regressor, X, y, n_experts=2, fine_tune_learning_rate=value
+            )

@@ -118,15 +118,25 @@ def distill(teacher, X, y=None, *, student=None, alpha=0.5, max_iter=None):
     student = clone(student)
     if max_iter is not None:
         student.set_params(max_iter=max_iter)
+    X_fit, y_fit, weights = distillation_data(teacher, X, y, alpha)
+    return student.fit(X_fit, y_fit, sample_weight=weights)
+
+
+def distillation_data(teacher, X, y, alpha):
+    """Rows, targets and sample weights (or ``None``) whose fit is a fit of
+    ``alpha * y + (1 - alpha) * teacher``'s outputs; ``y=None``: the outputs alone.
+
+    A regressor's targets are mixed; a classifier's probabilities become one
+    weighted row per class a row gives noticeable probability (``_soft_labels``).
+    """
     if y is not None:
         y = np.asarray(y)
     if is_classifier(teacher):
-        X_fit, y_fit, weights = _soft_labels(teacher, X, y, alpha)
-        return student.fit(X_fit, y_fit, sample_weight=weights)
+        return _soft_labels(teacher, X, y, alpha)
     predicted = teacher.predict(X)
     if y is None:
-        return student.fit(X, predicted)
-    return student.fit(X, alpha * y.reshape(predicted.shape) + (1 - alpha) * predicted)
+        return X, predicted, None
+    return X, alpha * y.reshape(predicted.shape) + (1 - alpha) * predicted, None
 
 
 def _soft_labels(teacher, X, y, alpha):

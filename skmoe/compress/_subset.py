@@ -6,10 +6,16 @@ from numbers import Integral
 
 import numpy as np
 import torch
+from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import _safe_indexing
+from sklearn.utils.validation import _num_samples
 
+from .._engine.trainer import _snapshot
 from .._inference import InferenceCache
 from ..nn.subset import keep_experts
+from ._distill import distillation_data
 
 # Fitted state that belongs to the original module and must not be shared.
 _MODULE_STATE = ("module_", "_inference_cache", "_optimizer")
@@ -79,9 +85,30 @@ def regroup_usage(estimator, groups):
     return np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
 
 
-def fine_tune(estimator, X, y, n_iter, experts=False):
+def fine_tune(
+    estimator,
+    X,
+    y,
+    n_iter,
+    experts=False,
+    *,
+    teacher=None,
+    alpha=1.0,
+    validation_fraction=None,
+    score=None,
+    learning_rate=None,
+):
     """Retrain ``estimator``'s gates (and towers; ``experts=True``: everything) in
-    place for ``n_iter`` epochs on ``X, y``, starting from its current weights."""
+    place for up to ``n_iter`` epochs on ``X, y``, starting from its current weights.
+
+    ``alpha < 1`` trains on ``alpha * y + (1 - alpha) * teacher``'s outputs (the
+    targets :func:`skmoe.distill` fits). With ``validation_fraction``, that share of
+    the rows is held out (stratified for a classifier where possible); after every
+    epoch ``score(estimator, X_valid, y_valid)`` is taken, training stops after the
+    estimator's ``n_iter_no_change`` epochs without a ``tol`` improvement, and the
+    weights of the best epoch (the starting weights included) are kept.
+    ``learning_rate`` replaces ``learning_rate_init`` while fine-tuning.
+    """
     if n_iter == 0:
         return estimator
     frozen = []
@@ -90,18 +117,65 @@ def fine_tune(estimator, X, y, n_iter, experts=False):
             if _is_expert(name) and param.requires_grad:
                 param.requires_grad_(False)
                 frozen.append(param)
-    params = {k: getattr(estimator, k) for k in ("warm_start", "max_iter")}
-    estimator.set_params(warm_start=True, max_iter=int(n_iter))
+    params = {
+        k: getattr(estimator, k)
+        for k in ("warm_start", "max_iter", "learning_rate_init")
+    }
+    if learning_rate is not None:
+        estimator.set_params(learning_rate_init=learning_rate)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            estimator.fit(X, y)
+            if validation_fraction is None:
+                X_fit, y_fit, weights = _targets(teacher, X, y, alpha)
+                estimator.set_params(warm_start=True, max_iter=int(n_iter))
+                estimator.fit(X_fit, y_fit, sample_weight=weights)
+            else:
+                _fit_with_validation(
+                    estimator, X, y, n_iter, teacher, alpha, validation_fraction, score
+                )
     finally:
         estimator.set_params(**params)
         for param in frozen:
             param.requires_grad_(True)
         estimator.__dict__.pop("_optimizer", None)
     return estimator
+
+
+def _targets(teacher, X, y, alpha):
+    if alpha == 1:
+        return X, y, None
+    return distillation_data(teacher, X, y, alpha)
+
+
+def _fit_with_validation(estimator, X, y, n_iter, teacher, alpha, fraction, score):
+    """Epochs of ``partial_fit`` (one optimizer throughout), early-stopped on a
+    held-out share of ``X, y``; the best epoch's weights are restored."""
+    y = np.asarray(y) if not hasattr(y, "iloc") else y.to_numpy()
+    rows = np.arange(_num_samples(X))
+    seed = estimator._next_seed(False)  # the estimator's own seed sequence
+    stratify = y if is_classifier(estimator) and y.ndim == 1 else None
+    try:
+        train, valid = train_test_split(
+            rows, test_size=fraction, random_state=seed, stratify=stratify
+        )
+    except ValueError:  # a class too small to stratify on
+        train, valid = train_test_split(rows, test_size=fraction, random_state=seed)
+    X_valid, y_valid = _safe_indexing(X, valid), y[valid]
+    X_fit, y_fit, weights = _targets(teacher, _safe_indexing(X, train), y[train], alpha)
+    best_score = score(estimator, X_valid, y_valid)
+    best_state = _snapshot(estimator.module_)
+    waited = 0
+    for _ in range(n_iter):
+        estimator.partial_fit(X_fit, y_fit, sample_weight=weights)
+        current = score(estimator, X_valid, y_valid)
+        waited = waited + 1 if current < best_score + estimator.tol else 0
+        if current >= best_score:  # a tie: the later weights, trained longer
+            best_score, best_state = current, _snapshot(estimator.module_)
+        if waited > estimator.n_iter_no_change:  # as the estimator's own rule
+            break
+    estimator.module_.load_state_dict(best_state)
+    estimator._inference_cache = InferenceCache()
 
 
 def _is_expert(name):

@@ -99,6 +99,10 @@ class CoalitionGame:
             for t in range(n_tasks)
         ]
 
+    def score(self, estimator, X, y):
+        """``estimator``'s score on ``X, y`` as this game scores (task mean)."""
+        return float(np.mean([scorer(estimator, X, y) for scorer in self._scorers]))
+
     def raw_output(self, experts):
         """The module's output with only ``experts``, as ``_raw_output`` returns it."""
         module = keep_experts(self._module, sorted(experts))
