@@ -228,10 +228,12 @@ def _scaled_y(model):
 def _number_or_text(value):
     if value in ("True", "False"):
         return value == "True"
-    try:
-        return int(value)
-    except ValueError:
-        return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def make_model(name, task, X, seed, overrides=None):
@@ -242,13 +244,14 @@ def make_model(name, task, X, seed, overrides=None):
             MixtureOfExpertsClassifier if classification else MixtureOfExpertsRegressor
         )
         params = dict(random_state=seed, n_threads=1, device="cpu")
-        params["input_scaling"] = "robust"  # the DataFrame goes in unprocessed
         params.update(overrides)
         # "skmoe n_experts=1, num_embedding=periodic": defaults plus these settings.
         for setting in name[len("skmoe ") :].split(", "):
             if "=" in setting:
                 key, value = setting.split("=")
                 params[key] = None if value == "None" else _number_or_text(value)
+        if not classification:
+            params.pop("label_smoothing", None)  # a classifier's parameter
         if name == "skmoe (old defaults)":
             params.update(OLD_DEFAULTS)
             return make_pipeline(_mlp_preprocessing(X), Estimator(**params))

@@ -104,6 +104,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
         ],
+        "learning_rate": [StrOptions({"constant", "cosine"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
@@ -222,17 +223,31 @@ class BaseMixtureOfExperts(BaseEstimator):
                 X, dtype=None, ensure_all_finite=False, estimator=type(self).__name__
             )
         validate_data(self, X, reset=reset, skip_check_array=True)
-        if reset:
-            self._input_encoder = InputEncoder(
-                type(self).__name__,
-                self.categorical_features,
-                self.input_scaling,
-                self.num_embedding,
-            )
-            return self._input_encoder.fit_transform(
-                X, getattr(self, "_fit_sample_weight", None)
-            )
-        return self._input_encoder.transform(X)
+        if not reset:
+            return self._input_encoder.transform(X)
+        self._input_encoder = InputEncoder(
+            type(self).__name__,
+            self.categorical_features,
+            self.input_scaling,
+            self.num_embedding,
+        )
+        weights = getattr(self, "_fit_sample_weight", None)
+        parallel = data_parallel_group()
+        if parallel is None:
+            return self._input_encoder.fit_transform(X, weights)
+        # Every rank fits the same encoder, from the statistics of all the shards.
+        what = getattr(self, "_fit_call", f"{type(self).__name__}.fit")
+        names = getattr(self, "feature_names_in_", None)
+
+        def exchange(summary):
+            facts = {
+                "n_features": X.shape[1],
+                "feature names": None if names is None else list(names),
+                "local_encoder": summary,
+            }
+            return [f["local_encoder"] for f in parallel.agree(facts, None, what)]
+
+        return self._input_encoder.fit_transform_shared(X, weights, exchange)
 
     def _validate_training_data(self, X, y, reset, y_numeric):
         if y is None:
@@ -404,8 +419,9 @@ class BaseMixtureOfExperts(BaseEstimator):
             if parallel is not None:
                 parallel.check_rows(_num_samples(X), what)
             self._fit_sample_weight = sample_weight  # weighs the encoder's quantiles
+            self._fit_call = what
             X, y = self._validate_targets(X, y, reset)
-            del self._fit_sample_weight
+            del self._fit_sample_weight, self._fit_call
             sample_weight = self._check_sample_weight(sample_weight, X)
             check_float32_range(X)
             if parallel is not None:
@@ -490,6 +506,8 @@ class BaseMixtureOfExperts(BaseEstimator):
             early_stopping=early_stopping,
             shuffle=self.shuffle,
             verbose=self.verbose,
+            learning_rate=self.learning_rate_init,
+            learning_rate_schedule=self.learning_rate,
         )
 
     def _prepare_optimizer(
@@ -569,13 +587,6 @@ class BaseMixtureOfExperts(BaseEstimator):
             # Per-rank by nature: each rank's device, threads and chatter.
             if name not in ("device", "n_threads", "verbose")
         }
-        if self.input_scaling is not None or self.num_embedding == "piecewise_linear":
-            # Each rank would learn its own statistics from its own shard.
-            raise ValueError(
-                f"{type(self).__name__}: a data-parallel fit needs input_scaling=None "
-                "and num_embedding other than 'piecewise_linear' (their statistics "
-                "would differ between ranks); scale the features beforehand."
-            )
         names = getattr(self, "feature_names_in_", None)
         summary = None
         if reset and classes is None:

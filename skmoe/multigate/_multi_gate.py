@@ -59,6 +59,12 @@ PARAMETERS_DOC = (
         batch_size`` (the batch size counted in sample weight).
     batch_size : int or "auto", default="auto"
         Minibatch size; ``"auto"`` is ``min(200, n_samples)``.
+    learning_rate : {"constant", "cosine"}, default="constant"
+        Schedule of Adam's step size over the epochs of ``fit``: ``"constant"``
+        keeps ``learning_rate_init``; ``"cosine"`` decays it from
+        ``learning_rate_init`` towards zero along half a cosine over ``max_iter``
+        epochs (so a fit stopped early ends at a larger step).
+        ``partial_fit`` always uses ``learning_rate_init``.
     learning_rate_init : float, default=1e-3
         Adam learning rate.
     max_iter : int, default=200
@@ -174,6 +180,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         allow_missing_labels=False,
         alpha=1e-4,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=1e-3,
         max_iter=200,
         shuffle=True,
@@ -190,7 +197,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         n_threads="auto",
         num_embedding=None,
         categorical_features="from_dtype",
-        input_scaling=None,
+        input_scaling="robust",
     ):
         self.architecture = architecture
         self.n_experts = n_experts
@@ -205,6 +212,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         self.allow_missing_labels = allow_missing_labels
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
         self.max_iter = max_iter
         self.shuffle = shuffle
