@@ -487,7 +487,9 @@ class BaseMixtureOfExperts(BaseEstimator):
         # Filled at the first prediction: predicting leaves __dict__ as it is.
         self._inference_cache = InferenceCache()
         self._set_fitted_attributes(history, recorder, early_stopping)
-        if not incremental and not history.converged:
+        # A cosine schedule ends at max_iter by design: reaching it is no warning.
+        schedule_ends = self.learning_rate == "cosine"
+        if not incremental and not history.converged and not schedule_ends:
             warnings.warn(
                 f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
                 "and the optimization hasn't converged yet.",

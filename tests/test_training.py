@@ -2,6 +2,7 @@
 determinism, progress output and divergence."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -221,7 +222,16 @@ def test_engine_restores_the_best_validation_weights():
 def test_convergence_warning_when_max_iter_is_reached(regression):
     X, y = regression
     with pytest.warns(ConvergenceWarning, match="maximum iterations"):
-        MixtureOfExpertsRegressor(max_iter=2, **FAST).fit(X, y)
+        MixtureOfExpertsRegressor(max_iter=2, learning_rate="constant", **FAST).fit(
+            X, y
+        )
+
+
+def test_no_convergence_warning_where_a_cosine_schedule_ends(regression):
+    X, y = regression
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        MixtureOfExpertsRegressor(max_iter=2, learning_rate="cosine", **FAST).fit(X, y)
 
 
 def test_training_loss_plateau_stops_before_max_iter(regression):
@@ -396,8 +406,7 @@ def test_cosine_schedule_decays_the_step_size_and_partial_fit_restores_it(regres
 
     est = MixtureOfExpertsRegressor(learning_rate="cosine", max_iter=4, tol=0.0, **FAST)
     est._epoch_callbacks = lambda: (Spy(),)
-    with pytest.warns(ConvergenceWarning):
-        est.fit(X, y)
+    est.fit(X, y)
     lr = FAST["learning_rate_init"]
     expected = [lr * 0.5 * (1 + np.cos(np.pi * i / 4)) for i in range(4)]
     np.testing.assert_allclose(seen, expected)
@@ -407,7 +416,8 @@ def test_cosine_schedule_decays_the_step_size_and_partial_fit_restores_it(regres
 
 def test_cosine_schedule_changes_training_and_is_checked(regression):
     X, y = regression
-    constant = MixtureOfExpertsRegressor(max_iter=5, **FAST).fit(X, y)
+    constant = MixtureOfExpertsRegressor(max_iter=5, learning_rate="constant", **FAST)
+    constant.fit(X, y)
     cosine = MixtureOfExpertsRegressor(max_iter=5, learning_rate="cosine", **FAST)
     assert cosine.fit(X, y).loss_curve_ != constant.loss_curve_
     with pytest.raises(ValueError, match="learning_rate"):

@@ -63,7 +63,8 @@ PARAMETERS_DOC = (
         Schedule of Adam's step size over the epochs of ``fit``: ``"constant"``
         keeps ``learning_rate_init``; ``"cosine"`` decays it from
         ``learning_rate_init`` towards zero along half a cosine over ``max_iter``
-        epochs (so a fit stopped early ends at a larger step).
+        epochs (so a fit stopped early ends at a larger step); reaching
+        ``max_iter`` is then the schedule's end, not a ``ConvergenceWarning``.
         ``partial_fit`` always uses ``learning_rate_init``.
     learning_rate_init : float, default=1e-3
         Adam learning rate.
