@@ -57,6 +57,19 @@ from .nn.gates import GATINGS
 _MAX_SEED = np.iinfo(np.int32).max
 
 
+def learning_rate_doc(default):
+    """The ``learning_rate`` entry of an estimator's parameter docs."""
+    return f"""\
+    learning_rate : {{"constant", "cosine"}}, default="{default}"
+        Schedule of Adam's step size over the epochs of ``fit``: ``"constant"``
+        keeps ``learning_rate_init``; ``"cosine"`` decays it from
+        ``learning_rate_init`` towards zero along half a cosine over ``max_iter``
+        epochs (so a fit stopped early ends at a larger step); reaching
+        ``max_iter`` is then the schedule's end, not a ``ConvergenceWarning``.
+        ``partial_fit`` always uses ``learning_rate_init``.
+"""
+
+
 def with_params(init, **defaults):
     """``init`` extended by keyword parameters ``defaults`` stored under their names.
 

@@ -1,6 +1,6 @@
 """What the single-gate estimators share: their parameters and their torch module."""
 
-from .._base import BaseMixtureOfExperts
+from .._base import BaseMixtureOfExperts, learning_rate_doc
 from .._preprocessing import INPUT_PARAMETERS_DOC
 from ..nn import MixtureOfExperts
 
@@ -29,13 +29,9 @@ PARAMETERS_DOC = (
         batch_size`` (the batch size counted in sample weight).
     batch_size : int or "auto", default="auto"
         Minibatch size; ``"auto"`` is ``min(200, n_samples)``.
-    learning_rate : {"constant", "cosine"}, default="cosine"
-        Schedule of Adam's step size over the epochs of ``fit``: ``"constant"``
-        keeps ``learning_rate_init``; ``"cosine"`` decays it from
-        ``learning_rate_init`` towards zero along half a cosine over ``max_iter``
-        epochs (so a fit stopped early ends at a larger step); reaching
-        ``max_iter`` is then the schedule's end, not a ``ConvergenceWarning``.
-        ``partial_fit`` always uses ``learning_rate_init``.
+"""
+    + learning_rate_doc("cosine")
+    + """\
     learning_rate_init : float, default=1e-3
         Adam learning rate.
     max_iter : int, default=100
