@@ -431,10 +431,11 @@ class BaseMixtureOfExperts(BaseEstimator):
             device = resolve_device(self.device) if reset else self.device_
             if parallel is not None:
                 parallel.check_rows(_num_samples(X), what)
+            raw_X = X
             self._fit_sample_weight = sample_weight  # weighs the encoder's quantiles
             self._fit_call = what
             X, y = self._validate_targets(X, y, reset)
-            del self._fit_sample_weight, self._fit_call
+            del self._fit_sample_weight
             sample_weight = self._check_sample_weight(sample_weight, X)
             check_float32_range(X)
             if parallel is not None:
@@ -442,7 +443,14 @@ class BaseMixtureOfExperts(BaseEstimator):
                     parallel, what, X, y, sample_weight, reset, classes
                 )
             targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
-            sample_weight = self._weigh_rows(targets, sample_weight, incremental)
+            weighed = self._weigh_rows(targets, sample_weight, incremental)
+            if reset and weighed is not sample_weight:
+                # Class weights count in the encoder's statistics as sample weights.
+                self._fit_sample_weight = weighed
+                X = self._encode_input(raw_X, reset=True)
+                del self._fit_sample_weight
+            sample_weight = weighed
+            del self._fit_call
             if self._allows_missing_targets():
                 X, targets, sample_weight = _drop_unlabelled_rows(
                     X, targets, sample_weight

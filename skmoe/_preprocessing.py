@@ -32,6 +32,9 @@ from sklearn.utils.validation import check_array
 MAX_CATEGORIES = 1000
 N_BINS = 16
 _CLIP = 3.0
+# Scaled values are clipped to this before the smooth clip, here and in ONNX graphs.
+Z_LIMIT = 1e6
+_BLOCK_ROWS = 65_536
 # In a data-parallel fit, each process adds at most this many rows to the sample that
 # the scaling statistics and bins are computed on.
 SHARED_SAMPLE_ROWS = 20_000
@@ -323,24 +326,36 @@ class InputEncoder:
         return numerical, categorical
 
     def _scale(self, numerical):
+        """The scaled and smoothly clipped columns: a new array (``numerical`` itself
+        without scaling), computed in blocks of rows so that the temporaries stay
+        small next to the result."""
         if self.input_scaling is None:
             return numerical
-        z = (numerical - np.asarray(self.center)) / np.asarray(self.scale)
-        # z / sqrt(1 + (z/3)^2), written so that huge |z| cannot overflow.
-        with np.errstate(divide="ignore", over="ignore"):
-            small = np.abs(z) <= _CLIP
-            inverse = np.where(small, 1.0, _CLIP / np.where(small, 1.0, z))
-            return np.where(
-                small,
-                z / np.sqrt(1.0 + (z / _CLIP) ** 2),
-                _CLIP * np.sign(z) / np.sqrt(inverse**2 + 1.0),
-            )
+        z = numerical - np.asarray(self.center)
+        z /= np.asarray(self.scale)
+        # Beyond 1e6 the clip's value is within 1e-11 of +-3 (and (z/3)^2 cannot
+        # overflow); the ONNX graph does the same.
+        np.clip(z, -Z_LIMIT, Z_LIMIT, out=z)
+        for start in range(0, z.shape[0], _BLOCK_ROWS):
+            block = z[start : start + _BLOCK_ROWS]
+            root = block / _CLIP
+            np.square(root, out=root)
+            root += 1.0
+            np.sqrt(root, out=root)
+            block /= root  # z / sqrt(1 + (z/3)^2)
+        return z
 
     def _encode(self, numerical, categorical):
         scaled = self._scale(numerical)
         missing = np.isnan(scaled)
-        columns = [np.where(missing, 0.0, scaled)]
         indicators = np.flatnonzero(self.has_missing)
+        if missing.any():
+            if scaled is numerical:
+                scaled = scaled.copy()  # never write into the caller's array
+            scaled[missing] = 0.0
+        if not indicators.size and not categorical:
+            return scaled if scaled is not numerical else scaled.copy()
+        columns = [scaled]
         if indicators.size:
             columns.append(missing[:, indicators].astype(np.float64))
         for values, categories in zip(categorical, self.categories, strict=True):

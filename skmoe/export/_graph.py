@@ -15,6 +15,7 @@ levels, towers); a module this file does not know is refused by
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
+from .._preprocessing import Z_LIMIT
 from ..nn import ExpertBank, Gate, MixtureOfExperts, MultiGateMixtureOfExperts
 from ..nn.multigate import _ExtractionLevel
 
@@ -278,11 +279,6 @@ def emit_module(g, x, module):
     return emit_multigate(g, x, module)
 
 
-# Scaled values beyond this are clipped before the smooth clip: its result is then
-# within 1e-11 of +-3, and squaring cannot overflow in float32.
-_Z_LIMIT = 1e6
-
-
 def emit_input_encoder(g, x, encoder):
     """The input encoder's numerical part: robust scaling, smooth clipping, NaN to 0
     and missing-value indicators, as :class:`skmoe._preprocessing.InputEncoder` does.
@@ -298,7 +294,7 @@ def emit_input_encoder(g, x, encoder):
     if scaling:
         z = g.op("Sub", [x, g.const(encoder.center, "input_center")])
         z = g.op("Div", [z, g.const(encoder.scale, "input_scale")])
-        z = g.op("Clip", [z, g.const(-_Z_LIMIT, "low"), g.const(_Z_LIMIT, "high")])
+        z = g.op("Clip", [z, g.const(-Z_LIMIT, "low"), g.const(Z_LIMIT, "high")])
         # z / sqrt(1 + (z / 3)^2)
         third = g.op("Div", [z, g.const(3.0, "three")])
         one = g.const(1.0, "one")
