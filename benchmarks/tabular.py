@@ -33,13 +33,15 @@ split; every model sees the same split and ``random_state=seed``.
 
 Models, each with its defaults:
 
-* ``skmoe``: ``MixtureOfExperts{Classifier,Regressor}(input_scaling="robust")`` fed
-  the DataFrame as it is (its own scaling, categorical embeddings and missing-value
-  handling);
+* ``skmoe``: ``MixtureOfExperts{Classifier,Regressor}()`` with its defaults, fed the
+  DataFrame as it is (its own robust scaling, categorical embeddings and
+  missing-value handling);
 * ``skmoe n_experts=1``: the same with one expert, the dense control;
-* ``skmoe (old defaults)``: the recipe before the tabular defaults
-  (``input_scaling=None``, ``categorical_features=None``) behind the MLP's
-  preprocessing, for the before/after comparison;
+* ``skmoe (previous defaults)``: the defaults before the recipe chosen with
+  ``--sweep`` (``max_iter=200``, ``learning_rate="constant"``), on the DataFrame;
+* ``skmoe (old defaults)``: the recipe before the tabular input handling
+  (``input_scaling=None``, ``categorical_features=None``, 200 epochs at a constant
+  step size) behind the MLP's preprocessing;
 * ``HGB``: ``HistGradientBoosting{Classifier,Regressor}()`` on the DataFrame (native
   categories and NaN);
 * ``MLP``: scikit-learn's ``MLP{Classifier,Regressor}()`` behind median imputation,
@@ -228,10 +230,12 @@ def _scaled_y(model):
 def _number_or_text(value):
     if value in ("True", "False"):
         return value == "True"
-    try:
-        return int(value)
-    except ValueError:
-        return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def make_model(name, task, X, seed, overrides=None):
@@ -242,15 +246,19 @@ def make_model(name, task, X, seed, overrides=None):
             MixtureOfExpertsClassifier if classification else MixtureOfExpertsRegressor
         )
         params = dict(random_state=seed, n_threads=1, device="cpu")
-        params["input_scaling"] = "robust"  # the DataFrame goes in unprocessed
-        params.update(overrides)
         # "skmoe n_experts=1, num_embedding=periodic": defaults plus these settings.
         for setting in name[len("skmoe ") :].split(", "):
             if "=" in setting:
                 key, value = setting.split("=")
                 params[key] = None if value == "None" else _number_or_text(value)
+        if name == "skmoe (previous defaults)":
+            params.update(PREVIOUS_DEFAULTS)
         if name == "skmoe (old defaults)":
             params.update(OLD_DEFAULTS)
+        params.update(overrides)  # --quick's epochs win
+        if not classification:
+            params.pop("label_smoothing", None)  # a classifier's parameter
+        if name == "skmoe (old defaults)":
             return make_pipeline(_mlp_preprocessing(X), Estimator(**params))
         return Estimator(**params)
     if name == "HGB":
@@ -286,11 +294,24 @@ def make_model(name, task, X, seed, overrides=None):
     raise ValueError(f"unknown model {name!r}")
 
 
-# What the estimators did before the tabular defaults; everything not named here is
-# unchanged.
-OLD_DEFAULTS = dict(input_scaling=None, categorical_features=None, num_embedding=None)
+# The training recipe before the ``--sweep`` that chose the current one.
+PREVIOUS_DEFAULTS = dict(max_iter=200, learning_rate="constant")
+# What the estimators did before the tabular input handling as well; everything not
+# named here is unchanged.
+OLD_DEFAULTS = dict(
+    PREVIOUS_DEFAULTS,
+    input_scaling=None,
+    categorical_features=None,
+    num_embedding=None,
+)
 
-DEFAULT_MODELS = ("skmoe", "skmoe n_experts=1", "skmoe (old defaults)", "HGB", "MLP")
+DEFAULT_MODELS = (
+    "skmoe",
+    "skmoe n_experts=1",
+    "skmoe (previous defaults)",
+    "HGB",
+    "MLP",
+)
 
 
 def score(dataset, model, X_test, y_test):
@@ -363,7 +384,7 @@ def summarise(rows, models, halves):
         for m in present:
             if not m.startswith("skmoe"):
                 continue
-            for ref in ("HGB", "MLP", "skmoe n_experts=1"):
+            for ref in ("HGB", "MLP", "RealMLP", "TabM", "skmoe n_experts=1"):
                 if ref in present and ref != m:
                     gap = 100 * (mean.loc[order, m] - mean.loc[order, ref]).mean()
                     ratio = (time_.loc[order, m] / time_.loc[order, ref]).median()
@@ -371,7 +392,33 @@ def summarise(rows, models, halves):
                         f"- {m} vs {ref}: {gap:+.2f} points on average; "
                         f"median fit-time ratio {ratio:.2f}"
                     )
+        if "skmoe" in present:
+            lines.extend(_verdicts(part, order, [r for r in present if r != "skmoe"]))
     return "\n".join(lines)
+
+
+def _verdicts(part, order, references):
+    """Per data set, skmoe's paired score difference to each reference over the
+    seeds: mean ± standard error, and whether it is beyond two standard errors."""
+    lines = ["", "| data set | skmoe against | difference (mean ± s.e.) | verdict |"]
+    lines.append("| --- | --- | --- | --- |")
+    scores = part.pivot_table(
+        index=["dataset", "seed"], columns="model", values="score"
+    )
+    for name in order:
+        for ref in references:
+            diff = (scores.loc[name, "skmoe"] - scores.loc[name, ref]).dropna()
+            se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.nan
+            verdict = "-"
+            if np.isfinite(se):
+                beyond = abs(diff.mean()) > 2 * se
+                verdict = (
+                    ("ahead" if diff.mean() > 0 else "behind") if beyond else "level"
+                )
+            lines.append(
+                f"| {name} | {ref} | {diff.mean():+.3f} ± {se:.3f} | {verdict} |"
+            )
+    return lines
 
 
 def main(argv=None):
@@ -441,12 +488,27 @@ def main(argv=None):
 
 
 # Candidate recipes compared on the tuning half (``--sweep``); the defaults were
-# chosen from these.
+# chosen from these (docs/benchmarks.md has the runs, which split them in parts).
 SWEEP = (
-    "skmoe num_embedding=None",
-    "skmoe num_embedding=periodic",
-    "skmoe num_embedding=piecewise_linear",
-    "skmoe num_embedding=periodic, n_experts=8, top_k=2",
+    "skmoe input_scaling=None, max_iter=200, learning_rate=constant",
+    "skmoe max_iter=200, learning_rate=constant",
+    "skmoe max_iter=200, learning_rate=constant, n_experts=1",
+    "skmoe max_iter=200, learning_rate=constant, num_embedding=periodic",
+    "skmoe max_iter=200, learning_rate=constant, alpha=0.001",
+    "skmoe max_iter=200, learning_rate=constant, top_k=2",
+    "skmoe max_iter=200, learning_rate=constant, early_stopping=True, "
+    "n_iter_no_change=25",
+    "skmoe max_iter=100, learning_rate=constant",
+    "skmoe max_iter=200, learning_rate=cosine",
+    "skmoe max_iter=100, learning_rate=cosine",
+    "skmoe max_iter=100, learning_rate=constant, label_smoothing=0.1",
+    "skmoe max_iter=100, learning_rate=cosine, label_smoothing=0.1",
+    "skmoe max_iter=100, learning_rate=cosine, learning_rate_init=0.003",
+    "skmoe max_iter=100, learning_rate=cosine, n_experts=1",
+    "skmoe max_iter=100, learning_rate=cosine, num_embedding=periodic",
+    "skmoe max_iter=100, learning_rate=cosine, num_embedding=piecewise_linear",
+    "skmoe max_iter=60, learning_rate=cosine",
+    "skmoe max_iter=150, learning_rate=cosine",
 )
 
 if __name__ == "__main__":

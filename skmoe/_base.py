@@ -58,6 +58,19 @@ from .nn.gates import GATINGS
 _MAX_SEED = np.iinfo(np.int32).max
 
 
+def learning_rate_doc(default):
+    """The ``learning_rate`` entry of an estimator's parameter docs."""
+    return f"""\
+    learning_rate : {{"constant", "cosine"}}, default="{default}"
+        Schedule of Adam's step size over the epochs of ``fit``: ``"constant"``
+        keeps ``learning_rate_init``; ``"cosine"`` decays it from
+        ``learning_rate_init`` towards zero along half a cosine over ``max_iter``
+        epochs (so a fit stopped early ends at a larger step); reaching
+        ``max_iter`` is then the schedule's end, not a ``ConvergenceWarning``.
+        ``partial_fit`` always uses ``learning_rate_init``.
+"""
+
+
 def with_params(init, **defaults):
     """``init`` extended by keyword parameters ``defaults`` stored under their names.
 
@@ -113,6 +126,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
         ],
+        "learning_rate": [StrOptions({"constant", "cosine"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
@@ -232,17 +246,31 @@ class BaseMixtureOfExperts(BaseEstimator):
                 X, dtype=None, ensure_all_finite=False, estimator=type(self).__name__
             )
         validate_data(self, X, reset=reset, skip_check_array=True)
-        if reset:
-            self._input_encoder = InputEncoder(
-                type(self).__name__,
-                self.categorical_features,
-                self.input_scaling,
-                self.num_embedding,
-            )
-            return self._input_encoder.fit_transform(
-                X, getattr(self, "_fit_sample_weight", None)
-            )
-        return self._input_encoder.transform(X)
+        if not reset:
+            return self._input_encoder.transform(X)
+        self._input_encoder = InputEncoder(
+            type(self).__name__,
+            self.categorical_features,
+            self.input_scaling,
+            self.num_embedding,
+        )
+        weights = getattr(self, "_fit_sample_weight", None)
+        parallel = data_parallel_group()
+        if parallel is None:
+            return self._input_encoder.fit_transform(X, weights)
+        # Every rank fits the same encoder, from the statistics of all the shards.
+        what = getattr(self, "_fit_call", f"{type(self).__name__}.fit")
+        names = getattr(self, "feature_names_in_", None)
+
+        def exchange(summary):
+            facts = {
+                "n_features": X.shape[1],
+                "feature names": None if names is None else list(names),
+                "local_encoder": summary,
+            }
+            return [f["local_encoder"] for f in parallel.agree(facts, None, what)]
+
+        return self._input_encoder.fit_transform_shared(X, weights, exchange)
 
     def _validate_training_data(self, X, y, reset, y_numeric):
         if y is None:
@@ -413,7 +441,9 @@ class BaseMixtureOfExperts(BaseEstimator):
             device = resolve_device(self.device) if reset else self.device_
             if parallel is not None:
                 parallel.check_rows(_num_samples(X), what)
+            raw_X = X
             self._fit_sample_weight = sample_weight  # weighs the encoder's quantiles
+            self._fit_call = what
             X, y = self._validate_targets(X, y, reset)
             del self._fit_sample_weight
             sample_weight = self._check_sample_weight(sample_weight, X)
@@ -423,7 +453,14 @@ class BaseMixtureOfExperts(BaseEstimator):
                     parallel, what, X, y, sample_weight, reset, classes
                 )
             targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
-            sample_weight = self._weigh_rows(targets, sample_weight, incremental)
+            weighed = self._weigh_rows(targets, sample_weight, incremental)
+            if reset and weighed is not sample_weight:
+                # Class weights count in the encoder's statistics as sample weights.
+                self._fit_sample_weight = weighed
+                X = self._encode_input(raw_X, reset=True)
+                del self._fit_sample_weight
+            sample_weight = weighed
+            del self._fit_call
             if self._allows_missing_targets():
                 X, targets, sample_weight = _drop_unlabelled_rows(
                     X, targets, sample_weight
@@ -481,7 +518,9 @@ class BaseMixtureOfExperts(BaseEstimator):
         # Filled at the first prediction: predicting leaves __dict__ as it is.
         self._inference_cache = InferenceCache()
         self._set_fitted_attributes(history, recorder, early_stopping)
-        if not incremental and not history.converged:
+        # A cosine schedule ends at max_iter by design: reaching it is no warning.
+        schedule_ends = self.learning_rate == "cosine"
+        if not incremental and not history.converged and not schedule_ends:
             warnings.warn(
                 f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
                 "and the optimization hasn't converged yet.",
@@ -501,6 +540,8 @@ class BaseMixtureOfExperts(BaseEstimator):
             shuffle=self.shuffle,
             verbose=self.verbose,
             validation_score=self._validation_scorer() if early_stopping else None,
+            learning_rate=self.learning_rate_init,
+            learning_rate_schedule=self.learning_rate,
         )
 
     def _validation_scorer(self):
@@ -621,13 +662,6 @@ class BaseMixtureOfExperts(BaseEstimator):
             # Per-rank by nature: each rank's device, threads and chatter.
             if name not in ("device", "n_threads", "verbose")
         }
-        if self.input_scaling is not None or self.num_embedding == "piecewise_linear":
-            # Each rank would learn its own statistics from its own shard.
-            raise ValueError(
-                f"{type(self).__name__}: a data-parallel fit needs input_scaling=None "
-                "and num_embedding other than 'piecewise_linear' (their statistics "
-                "would differ between ranks); scale the features beforehand."
-            )
         names = getattr(self, "feature_names_in_", None)
         summary = None
         if reset and classes is None:

@@ -1,10 +1,12 @@
 """Classification behaviour shared by the single- and multi-gate classifiers."""
 
+from numbers import Real
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import _fit_context
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 
 from ._engine import MultiOutputCrossEntropy
@@ -23,6 +25,16 @@ CLASS_WEIGHT_DOC = """\
 """
 
 CLASS_WEIGHT_CONSTRAINT = [dict, list, StrOptions({"balanced"}), None]
+
+LABEL_SMOOTHING_DOC = """\
+    label_smoothing : float in [0, 1), default=0.0
+        Label smoothing of the cross-entropy, as in ``torch.nn.CrossEntropyLoss``:
+        each label's target puts ``1 - label_smoothing`` on its class and spreads
+        ``label_smoothing`` evenly over all classes. The validation score of early
+        stopping stays the accuracy.
+"""
+
+LABEL_SMOOTHING_CONSTRAINT = [Interval(Real, 0, 1, closed="left")]
 
 
 def class_weight_factors(class_weight, classes, codes, where=""):
@@ -165,7 +177,9 @@ class ClassificationMixin:
 
     def _objective(self):
         return MultiOutputCrossEntropy(
-            self._label_codes.n_classes(), self._output_weights(self.n_outputs_)
+            self._label_codes.n_classes(),
+            self._output_weights(self.n_outputs_),
+            label_smoothing=self.label_smoothing,
         )
 
     def _validation_truth(self, codes):

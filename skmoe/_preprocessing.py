@@ -20,6 +20,7 @@ Its state is plain numbers, strings and lists (:meth:`InputEncoder.to_json`), wh
 :mod:`skmoe.persistence` stores as JSON.
 """
 
+import copy
 from numbers import Integral
 
 import numpy as np
@@ -31,6 +32,12 @@ from sklearn.utils.validation import check_array
 MAX_CATEGORIES = 1000
 N_BINS = 16
 _CLIP = 3.0
+# Scaled values are clipped to this before the smooth clip, here and in ONNX graphs.
+Z_LIMIT = 1e6
+_BLOCK_ROWS = 65_536
+# In a data-parallel fit, each process adds at most this many rows to the sample that
+# the scaling statistics and bins are computed on.
+SHARED_SAMPLE_ROWS = 20_000
 
 
 INPUT_PARAMETERS_DOC = """\
@@ -51,13 +58,14 @@ default="from_dtype"
         missing values and categories unseen in training share a reserved slot. A
         column may have at most 1000 categories (more is a ``ValueError``).
         Categorical features need dense ``X``.
-    input_scaling : {"robust"} or None, default=None
+    input_scaling : {"robust"} or None, default="robust"
         ``"robust"``: numerical features are centred on their median, divided by
         their interquartile range (over 1.349; the standard deviation where that is
         zero) and clipped smoothly into about (-3, 3) with ``x / sqrt(1 + (x/3)^2)``,
-        so unscaled columns can go straight into ``fit``. ``None`` uses them as
-        given (on the tuning half of ``benchmarks/tabular.py`` it did not beat
-        scaling done beforehand, so it is not the default).
+        so unscaled columns and outliers can go straight into ``fit``. ``None`` uses
+        them as given (for features already scaled beforehand). ONNX export and
+        data-parallel fits support both; in a data-parallel fit the statistics come
+        from every rank's rows.
         Sparse ``X`` is never scaled (its zeros stay zeros). NaN in a numerical
         feature is always allowed in dense ``X``: it reads as the median with
         ``"robust"`` scaling and as 0 without, and columns that had NaN in
@@ -214,6 +222,46 @@ class InputEncoder:
             self.categories.append(categories)
         return self._encode(numerical, categorical)
 
+    def fit_transform_shared(self, X, sample_weight, exchange):
+        """Fit the encoder on data spread over several processes; encode local ``X``.
+
+        ``exchange(summary)`` hands this process's summary to every process and
+        returns all of them (rank 0's first). The scaling statistics and bins come
+        from the union of every process's sample of at most
+        :data:`SHARED_SAMPLE_ROWS` rows, which is every row when the shards are that
+        small (then the encoder is the one a single process fits on all rows); the
+        categories and missing-value columns from every row of every shard.
+        """
+        local = copy.copy(self)
+        local.fit_transform(X, sample_weight)  # checks X; local categories
+        if local.sparse:
+            self.__dict__.update(local.__dict__)
+            exchange(None)
+            return self.transform(X)
+        n_rows = X.shape[0]
+        rows = np.arange(n_rows)
+        if n_rows > SHARED_SAMPLE_ROWS:
+            rng = np.random.default_rng(0)
+            rows = np.sort(rng.choice(n_rows, SHARED_SAMPLE_ROWS, replace=False))
+        sample = X.iloc[rows] if _is_dataframe(X) else np.asarray(X)[rows]
+        weights = usable_weights(sample_weight, n_rows)[rows]
+        summaries = exchange((sample, weights, local.categories, local.has_missing))
+        if _is_dataframe(X):
+            import pandas as pd
+
+            merged = pd.concat([s[0] for s in summaries], ignore_index=True)
+        else:
+            merged = np.concatenate([s[0] for s in summaries])
+        self.fit_transform(merged, np.concatenate([s[1] for s in summaries]))
+        self.categories = [
+            sorted({v for s in summaries for v in s[2][j]}, key=_sort_key)
+            for j in range(len(local.categories))
+        ]
+        self.has_missing = [
+            any(s[3][j] for s in summaries) for j in range(len(local.has_missing))
+        ]
+        return self.transform(X)
+
     def _categorical_name(self, X, j):
         index = np.flatnonzero(self.categorical_mask)[j]
         return str(X.columns[index]) if _is_dataframe(X) else int(index)
@@ -278,24 +326,36 @@ class InputEncoder:
         return numerical, categorical
 
     def _scale(self, numerical):
+        """The scaled and smoothly clipped columns: a new array (``numerical`` itself
+        without scaling), computed in blocks of rows so that the temporaries stay
+        small next to the result."""
         if self.input_scaling is None:
             return numerical
-        z = (numerical - np.asarray(self.center)) / np.asarray(self.scale)
-        # z / sqrt(1 + (z/3)^2), written so that huge |z| cannot overflow.
-        with np.errstate(divide="ignore", over="ignore"):
-            small = np.abs(z) <= _CLIP
-            inverse = np.where(small, 1.0, _CLIP / np.where(small, 1.0, z))
-            return np.where(
-                small,
-                z / np.sqrt(1.0 + (z / _CLIP) ** 2),
-                _CLIP * np.sign(z) / np.sqrt(inverse**2 + 1.0),
-            )
+        z = numerical - np.asarray(self.center)
+        z /= np.asarray(self.scale)
+        # Beyond 1e6 the clip's value is within 1e-11 of +-3 (and (z/3)^2 cannot
+        # overflow); the ONNX graph does the same.
+        np.clip(z, -Z_LIMIT, Z_LIMIT, out=z)
+        for start in range(0, z.shape[0], _BLOCK_ROWS):
+            block = z[start : start + _BLOCK_ROWS]
+            root = block / _CLIP
+            np.square(root, out=root)
+            root += 1.0
+            np.sqrt(root, out=root)
+            block /= root  # z / sqrt(1 + (z/3)^2)
+        return z
 
     def _encode(self, numerical, categorical):
         scaled = self._scale(numerical)
         missing = np.isnan(scaled)
-        columns = [np.where(missing, 0.0, scaled)]
         indicators = np.flatnonzero(self.has_missing)
+        if missing.any():
+            if scaled is numerical:
+                scaled = scaled.copy()  # never write into the caller's array
+            scaled[missing] = 0.0
+        if not indicators.size and not categorical:
+            return scaled if scaled is not numerical else scaled.copy()
+        columns = [scaled]
         if indicators.size:
             columns.append(missing[:, indicators].astype(np.float64))
         for values, categories in zip(categorical, self.categories, strict=True):

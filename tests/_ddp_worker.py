@@ -35,6 +35,20 @@ def make_data(n_features=5, seed=0):
     return X, y_class, y_reg, y_multi
 
 
+def tabular_frame():
+    """make_data's rows as a DataFrame with unscaled and missing numbers and a
+    category that only the last block's rows (on the last rank) have."""
+    import pandas as pd
+
+    X = make_data()[0]
+    frame = pd.DataFrame({"a": X[:, 0] * 1000.0 + 50.0, "b": X[:, 1]})
+    frame.loc[::5, "b"] = np.nan
+    colour = np.where(X[:, 2] > 0, "red", "blue").astype(object)
+    colour[-BLOCK:] = "green"
+    frame["colour"] = pd.Categorical(colour)
+    return frame
+
+
 def shard(n_rows, rank, world):
     """The rows of ``rank``'s shard, in order."""
     blocks = np.arange(n_rows) // BLOCK
@@ -89,7 +103,7 @@ def main(out):
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     rank, world = dist.get_rank(), dist.get_world_size()
     import skmoe
-    from skmoe import MixtureOfExpertsClassifier
+    from skmoe import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 
     X, *targets = make_data()
     rows = shard(X.shape[0], rank, world)
@@ -114,6 +128,16 @@ def main(out):
         "scores": noisy.validation_scores_,
         "usage": noisy.expert_usage_.tolist(),
     }
+
+    # A DataFrame with a category only rank 1 holds, NaN, unscaled columns and
+    # piecewise-linear bins: every rank fits the encoder of all the rows.
+    frame = tabular_frame()
+    tabular = MixtureOfExpertsRegressor(
+        num_embedding="piecewise_linear", max_iter=3, random_state=0, device="cpu"
+    ).fit(frame.iloc[rows], targets[1][rows])
+    _save_params(tabular, out / f"tabular_rank{rank}.npz")
+    report["tabular"] = {"n_iter": tabular.n_iter_, "loss": tabular.loss_curve_}
+    report["tabular_encoder"] = tabular._input_encoder.to_json()
 
     # Bad input: every rank must raise, none may wait.
     errors = {}

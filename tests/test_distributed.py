@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _ddp_worker import BLOCK, cases, make_data
+from _ddp_worker import BLOCK, cases, make_data, tabular_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD = 2
@@ -63,7 +63,7 @@ def _params(out, name, rank):
         return {k: f[k] for k in f.files}
 
 
-@pytest.mark.parametrize("name", [*cases(), "sparse"])
+@pytest.mark.parametrize("name", [*cases(), "sparse", "tabular"])
 def test_every_rank_ends_with_the_same_weights(ranks, name):
     reports, out = ranks
     first, second = (_params(out, name, r) for r in range(WORLD))
@@ -89,6 +89,22 @@ def test_matches_one_process_on_the_whole_data_with_the_global_batch(ranks, name
     for key, value in reference.items():
         np.testing.assert_allclose(parallel[key], value, rtol=0, atol=1e-5, err_msg=key)
     np.testing.assert_allclose(reports[0][name]["loss"], single.loss_curve_, atol=1e-5)
+
+
+def test_the_input_encoder_is_fitted_on_every_rank_s_rows(ranks):
+    """Robust scaling, bins, categories and missing-value columns come from all the
+    shards: the encoder a single process fits on the whole data."""
+    from skmoe import MixtureOfExpertsRegressor
+
+    reports, _ = ranks
+    frame, y = tabular_frame(), make_data()[2]
+    single = MixtureOfExpertsRegressor(
+        num_embedding="piecewise_linear", max_iter=1, random_state=0, device="cpu"
+    ).fit(frame, y)
+    expected = json.loads(json.dumps(single._input_encoder.to_json()))
+    assert expected["categories"] == [["blue", "green", "red"]]
+    for report in reports:
+        assert report["tabular_encoder"] == expected
 
 
 def test_early_stopping_stops_every_rank_at_the_same_epoch(ranks):

@@ -194,6 +194,12 @@ OBJECTIVES = {
     "cross-entropy, 2 outputs, weighted": lambda: MultiOutputCrossEntropy(
         [2, 3], output_weights=[0.5, 2.0]
     ),
+    "cross-entropy, smoothed": lambda: MultiOutputCrossEntropy(
+        [3], label_smoothing=0.1
+    ),
+    "cross-entropy, 2 outputs, weighted, smoothed": lambda: MultiOutputCrossEntropy(
+        [2, 3], output_weights=[0.5, 2.0], label_smoothing=0.2
+    ),
     "squared error": lambda: MeanSquaredError(3),
     "squared error, weighted": lambda: MeanSquaredError(3, output_weights=[1, 0, 3]),
 }

@@ -249,3 +249,23 @@ def test_graph_that_disagrees_with_predict_is_refused(fitted_regressor):
     estimator._validate_X = lambda X: validate(X) * 2.0
     with pytest.raises(TypeError, match="differs from its predictions on X_sample"):
         to_onnx(estimator, X_TRAIN[:5])
+
+
+@pytest.mark.parametrize("cls", [MixtureOfExpertsRegressor, MultiGateMoEClassifier])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_robust_scaling_and_missing_values_are_in_the_graph(cls, dtype):
+    """The default robust scaling, its smooth clip of outliers, NaN and the
+    missing-value indicators are exported with the network."""
+    X = X_TRAIN * 1000.0 + 7.0  # far from scaled
+    X[::6, 1] = np.nan
+    X[::9, 4] = np.nan
+    y = _targets(
+        "classifier" if "Classifier" in cls.__name__ else "regressor", 1, X_TRAIN
+    )
+    estimator = cls(input_scaling="robust", **FAST).fit(X, y)
+    assert estimator._input_encoder.n_indicators == 2
+    test = X_TEST[:200] * 1000.0 + 7.0
+    test[::4, 1] = np.nan
+    test[0, 2], test[1, 3] = 1e30, -1e30  # clipped, not overflowed
+    model = to_onnx(estimator, test[:1].astype(dtype))
+    _check(estimator, model, test.astype(dtype), 1e-4)

@@ -2,6 +2,7 @@
 determinism, progress output and divergence."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -221,7 +222,16 @@ def test_engine_restores_the_best_validation_weights():
 def test_convergence_warning_when_max_iter_is_reached(regression):
     X, y = regression
     with pytest.warns(ConvergenceWarning, match="maximum iterations"):
-        MixtureOfExpertsRegressor(max_iter=2, **FAST).fit(X, y)
+        MixtureOfExpertsRegressor(max_iter=2, learning_rate="constant", **FAST).fit(
+            X, y
+        )
+
+
+def test_no_convergence_warning_where_a_cosine_schedule_ends(regression):
+    X, y = regression
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        MixtureOfExpertsRegressor(max_iter=2, learning_rate="cosine", **FAST).fit(X, y)
 
 
 def test_training_loss_plateau_stops_before_max_iter(regression):
@@ -379,3 +389,51 @@ def test_dense_training_reads_nothing_back_from_the_device_per_batch(
         return len(reads)
 
     assert reads_in_one_epoch(4) == reads_in_one_epoch(16)
+
+
+def test_cosine_schedule_decays_the_step_size_and_partial_fit_restores_it(regression):
+    """Each epoch of a cosine fit steps with learning_rate_init times half a cosine;
+    a later partial_fit steps with learning_rate_init again."""
+    X, y = regression
+    seen = []
+
+    class Spy:
+        def on_epoch_begin(self, epoch):
+            seen.append(est._optimizer.param_groups[0]["lr"])
+
+        def on_epoch_end(self, epoch, history):
+            pass
+
+    est = MixtureOfExpertsRegressor(learning_rate="cosine", max_iter=4, tol=0.0, **FAST)
+    est._epoch_callbacks = lambda: (Spy(),)
+    est.fit(X, y)
+    lr = FAST["learning_rate_init"]
+    expected = [lr * 0.5 * (1 + np.cos(np.pi * i / 4)) for i in range(4)]
+    np.testing.assert_allclose(seen, expected)
+    est.partial_fit(X, y)
+    assert seen[-1] == lr
+
+
+def test_cosine_schedule_changes_training_and_is_checked(regression):
+    X, y = regression
+    constant = MixtureOfExpertsRegressor(max_iter=5, learning_rate="constant", **FAST)
+    constant.fit(X, y)
+    cosine = MixtureOfExpertsRegressor(max_iter=5, learning_rate="cosine", **FAST)
+    assert cosine.fit(X, y).loss_curve_ != constant.loss_curve_
+    with pytest.raises(ValueError, match="learning_rate"):
+        MixtureOfExpertsRegressor(learning_rate="linear").fit(X, y)
+
+
+def test_label_smoothing_softens_the_probabilities(classification):
+    """Smoothed targets keep the predicted probabilities away from 0 and 1."""
+    X, y = classification
+    sharp = MixtureOfExpertsClassifier(max_iter=60, **FAST).fit(X, y)
+    smooth = MixtureOfExpertsClassifier(max_iter=60, label_smoothing=0.3, **FAST)
+    smooth.fit(X, y)
+    confidence = [est.predict_proba(X).max(axis=1) for est in (sharp, smooth)]
+    assert confidence[1].max() < confidence[0].max()
+    # Smoothed targets put 0.8 on the labelled class of these three.
+    assert np.median(confidence[1]) < 0.85 < np.median(confidence[0])
+    assert smooth.score(X, y) > 0.8
+    with pytest.raises(ValueError, match="label_smoothing"):
+        MixtureOfExpertsClassifier(label_smoothing=1.0).fit(X, y)

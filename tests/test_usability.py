@@ -113,7 +113,7 @@ def test_one_convergence_warning_per_fit():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         MultiGateMoEClassifier(**FAST).fit(X, np.column_stack([Y_CLS, Y_CLS]))
-        MixtureOfExpertsClassifier(**FAST).fit(X, Y_CLS)
+        MixtureOfExpertsClassifier(learning_rate="constant", **FAST).fit(X, Y_CLS)
     kinds = [w.category for w in caught]
     assert kinds.count(ConvergenceWarning) == 2
 

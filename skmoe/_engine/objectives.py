@@ -56,13 +56,23 @@ class MultiOutputCrossEntropy(Objective):
 
     Targets are ``(batch, n_outputs)`` integer class codes; ``MISSING_CLASS`` (-1) marks
     a missing label, which adds nothing to that output's loss. ``output_weights``
-    scales each output's term. The validation score is the mean accuracy over the
-    labels present, as ``MLPClassifier`` reports for one output.
+    scales each output's term. With ``label_smoothing`` ``e``, each present label's
+    target is ``1 - e`` on its class plus ``e / n_classes`` on every class. The
+    validation score is the mean accuracy over the labels present, as
+    ``MLPClassifier`` reports for one output.
     """
 
-    def __init__(self, n_classes, output_weights=None):
+    def __init__(self, n_classes, output_weights=None, label_smoothing=0.0):
         self.n_classes = [int(n) for n in n_classes]
         self.output_weights = output_weights
+        self.label_smoothing = float(label_smoothing)
+
+    def _smoothed(self, chunk, target, term):
+        """``term`` (each row's cross-entropy) with the smoothing part mixed in."""
+        e = self.label_smoothing
+        uniform = torch.logsumexp(chunk, 1) - chunk.mean(1)  # CE against 1/n_classes
+        present = (target != MISSING_CLASS).to(chunk.dtype)
+        return (1.0 - e) * term + e * uniform * present
 
     @property
     def n_outputs(self):
@@ -73,13 +83,16 @@ class MultiOutputCrossEntropy(Objective):
         return torch.split(logits, self.n_classes, dim=1)
 
     def row_loss(self, logits, targets):
-        if len(self.n_classes) == 1 and self.output_weights is None:
+        smooth = self.label_smoothing > 0
+        if len(self.n_classes) == 1 and self.output_weights is None and not smooth:
             # The common case, in the fewest autograd nodes: no split, no weighting.
             return cross_entropy_rows(logits, targets[:, 0], MISSING_CLASS)
         weights = _weights(self.output_weights, len(self.n_classes), logits)
         loss = None
         for j, chunk in enumerate(self.split(logits)):
             term = cross_entropy_rows(chunk, targets[:, j], MISSING_CLASS)
+            if smooth:
+                term = self._smoothed(chunk, targets[:, j], term)
             term = term * weights[j]
             loss = term if loss is None else loss + term
         return loss
@@ -88,8 +101,10 @@ class MultiOutputCrossEntropy(Objective):
         """The gradient of :meth:`row_loss` in closed form.
 
         For each output, ``softmax(logits) - onehot(target)`` (zero for a missing
-        label), scaled by the output's weight.
+        label; the one-hot smoothed by ``label_smoothing``), scaled by the output's
+        weight.
         """
+        e = self.label_smoothing
         weights = None
         if self.output_weights is not None:
             weights = _weights(self.output_weights, len(self.n_classes), logits)
@@ -98,7 +113,10 @@ class MultiOutputCrossEntropy(Objective):
         for j, chunk in enumerate(chunks):
             target = targets[:, j : j + 1]
             present = (target != MISSING_CLASS).to(chunk.dtype)
-            grad = softmax_rows(chunk).scatter_add(1, target.clamp(min=0), -present)
+            grad = softmax_rows(chunk)
+            if e > 0:
+                grad.sub_(e / chunk.shape[1])
+            grad = grad.scatter_add(1, target.clamp(min=0), -(1.0 - e) * present)
             grad.mul_(present)
             if weights is not None:
                 grad.mul_(weights[j])

@@ -35,6 +35,11 @@ class TrainingConfig:
     verbose: int = 0
     # ``score(outputs, targets, weights)`` in place of the objective's validation score.
     validation_score: Callable | None = None
+    # Adam's step size: ``learning_rate_init`` throughout ("constant"), or decayed
+    # from it towards zero along half a cosine over ``max_epochs`` epochs ("cosine").
+    # ``None`` leaves the optimizer's step size as it is.
+    learning_rate: float | None = None
+    learning_rate_schedule: str = "constant"
 
 
 @dataclass
@@ -248,7 +253,8 @@ def train(
     if parallel is not None:  # balancing statistics averaged over the ranks
         balancing = parallel.balancing_statistics(module)
     with balancing, EpochProgress(config.max_epochs, config.verbose) as progress:
-        for _ in range(config.max_epochs):
+        for i in range(config.max_epochs):
+            _set_step_size(optimizer, config, i)
             epoch = history.n_iter + 1
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)
@@ -292,6 +298,17 @@ def train(
         module.load_state_dict(best_state)
     module.eval()
     return history
+
+
+def _set_step_size(optimizer, config, i):
+    """Set the step size of the ``i``-th epoch of this call (see TrainingConfig)."""
+    if config.learning_rate is None:
+        return
+    lr = config.learning_rate
+    if config.learning_rate_schedule == "cosine":
+        lr *= 0.5 * (1.0 + math.cos(math.pi * i / config.max_epochs))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _snapshot(module):

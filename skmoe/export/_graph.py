@@ -15,6 +15,7 @@ levels, towers); a module this file does not know is refused by
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
+from .._preprocessing import Z_LIMIT
 from ..nn import ExpertBank, Gate, MixtureOfExperts, MultiGateMixtureOfExperts
 from ..nn.multigate import _ExtractionLevel
 
@@ -40,6 +41,10 @@ class GraphBuilder:
         self.scope = scope
         self.container = container
         self.dtype = np.dtype(dtype)
+        # The ONNX element type of the graph's floats, for Cast.
+        self.onnx_float = (
+            TensorProto.DOUBLE if self.dtype == np.float64 else TensorProto.FLOAT
+        )
 
     def const(self, value, hint, dtype=None):
         """An initialiser holding ``value`` (floats cast to the graph's dtype)."""
@@ -272,3 +277,32 @@ def emit_module(g, x, module):
     if type(module) is MixtureOfExperts:
         return emit_mixture(g, x, module)
     return emit_multigate(g, x, module)
+
+
+def emit_input_encoder(g, x, encoder):
+    """The input encoder's numerical part: robust scaling, smooth clipping, NaN to 0
+    and missing-value indicators, as :class:`skmoe._preprocessing.InputEncoder` does.
+
+    Categorical columns and numerical embeddings make the module an
+    ``EmbeddedModel``, which :func:`check_exportable` refuses before this runs.
+    """
+    indicators = np.flatnonzero(getattr(encoder, "has_missing", None) or [])
+    scaling = encoder.input_scaling is not None and not encoder.sparse
+    if not scaling and not indicators.size:
+        return x
+    missing = g.op("IsNaN", [x]) if indicators.size else None
+    if scaling:
+        z = g.op("Sub", [x, g.const(encoder.center, "input_center")])
+        z = g.op("Div", [z, g.const(encoder.scale, "input_scale")])
+        z = g.op("Clip", [z, g.const(-Z_LIMIT, "low"), g.const(Z_LIMIT, "high")])
+        # z / sqrt(1 + (z / 3)^2)
+        third = g.op("Div", [z, g.const(3.0, "three")])
+        one = g.const(1.0, "one")
+        root = g.op("Sqrt", [g.op("Add", [one, g.op("Mul", [third, third])])])
+        x = g.op("Div", [z, root])
+    if missing is None:
+        return x
+    x = g.op("Where", [missing, g.const(np.zeros(1), "zero"), x])
+    flags = g.op("Gather", [missing, g.ints(indicators, "indicators")], axis=1)
+    flags = g.op("Cast", [flags], to=g.onnx_float)
+    return g.op("Concat", [x, flags], axis=1)

@@ -20,7 +20,13 @@ from sklearn.base import is_classifier
 
 from ..mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from ..multigate import MultiGateMoEClassifier, MultiGateMoERegressor
-from ._graph import MIN_OPSET, GraphBuilder, check_exportable, emit_module
+from ._graph import (
+    MIN_OPSET,
+    GraphBuilder,
+    check_exportable,
+    emit_input_encoder,
+    emit_module,
+)
 
 SUPPORTED = (
     MixtureOfExpertsClassifier,
@@ -122,6 +128,7 @@ def _converter(scope, operator, container):
     x = operator.inputs[0].full_name
     if not isinstance(operator.inputs[0].type, (FloatTensorType, DoubleTensorType)):
         x = g.op("Cast", [x], to=1)  # TensorProto.FLOAT
+    x = emit_input_encoder(g, x, estimator._input_encoder)
     raw = emit_module(g, x, estimator.module_)
     outputs = [v.full_name for v in operator.outputs]
     if not is_classifier(estimator):

@@ -6,6 +6,8 @@ from .._base import with_params
 from .._classification import (
     CLASS_WEIGHT_CONSTRAINT,
     CLASS_WEIGHT_DOC,
+    LABEL_SMOOTHING_CONSTRAINT,
+    LABEL_SMOOTHING_DOC,
     ClassificationMixin,
 )
 from ._single_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, SingleGateEstimator
@@ -23,7 +25,7 @@ class MixtureOfExpertsClassifier(
 
     Parameters
     ----------
-{PARAMETERS_DOC}{CLASS_WEIGHT_DOC}    Attributes
+{PARAMETERS_DOC}{CLASS_WEIGHT_DOC}{LABEL_SMOOTHING_DOC}    Attributes
     ----------
     classes_ : ndarray or list of ndarray
         Class labels; a list with one array per output for a 2-D ``y``.
@@ -49,6 +51,9 @@ class MixtureOfExpertsClassifier(
     _parameter_constraints: dict = {
         **SingleGateEstimator._parameter_constraints,
         "class_weight": CLASS_WEIGHT_CONSTRAINT,
+        "label_smoothing": LABEL_SMOOTHING_CONSTRAINT,
     }
 
-    __init__ = with_params(SingleGateEstimator.__init__, class_weight=None)
+    __init__ = with_params(
+        SingleGateEstimator.__init__, class_weight=None, label_smoothing=0.0
+    )

@@ -28,7 +28,8 @@ class MixtureOfExpertsRegressor(RegressionMixin, RegressorMixin, SingleGateEstim
     >>> from sklearn.datasets import make_regression
     >>> from skmoe import MixtureOfExpertsRegressor
     >>> X, y = make_regression(n_samples=200, n_features=5, random_state=0)
-    >>> reg = MixtureOfExpertsRegressor(max_iter=100, random_state=0).fit(X, y)
+    >>> reg = MixtureOfExpertsRegressor(learning_rate_init=1e-2, random_state=0)
+    >>> reg = reg.fit(X, y)
     >>> bool(reg.score(X, y) > 0.9)
     True
     """

@@ -6,6 +6,8 @@ from .._base import with_params
 from .._classification import (
     CLASS_WEIGHT_CONSTRAINT,
     CLASS_WEIGHT_DOC,
+    LABEL_SMOOTHING_CONSTRAINT,
+    LABEL_SMOOTHING_DOC,
     ClassificationMixin,
 )
 from ._multi_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, MultiGateEstimator
@@ -21,7 +23,7 @@ class MultiGateMoEClassifier(ClassificationMixin, ClassifierMixin, MultiGateEsti
 
     Parameters
     ----------
-{PARAMETERS_DOC}{CLASS_WEIGHT_DOC}    Attributes
+{PARAMETERS_DOC}{CLASS_WEIGHT_DOC}{LABEL_SMOOTHING_DOC}    Attributes
     ----------
     classes_ : list of ndarray
         Class labels of each task.
@@ -48,6 +50,9 @@ class MultiGateMoEClassifier(ClassificationMixin, ClassifierMixin, MultiGateEsti
     _parameter_constraints: dict = {
         **MultiGateEstimator._parameter_constraints,
         "class_weight": CLASS_WEIGHT_CONSTRAINT,
+        "label_smoothing": LABEL_SMOOTHING_CONSTRAINT,
     }
 
-    __init__ = with_params(MultiGateEstimator.__init__, class_weight=None)
+    __init__ = with_params(
+        MultiGateEstimator.__init__, class_weight=None, label_smoothing=0.0
+    )

@@ -5,7 +5,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._base import BaseMixtureOfExperts
+from .._base import BaseMixtureOfExperts, learning_rate_doc
 from .._preprocessing import INPUT_PARAMETERS_DOC
 from ..nn import MultiGateMixtureOfExperts
 from ..nn.multigate import ARCHITECTURES
@@ -59,6 +59,9 @@ PARAMETERS_DOC = (
         batch_size`` (the batch size counted in sample weight).
     batch_size : int or "auto", default="auto"
         Minibatch size; ``"auto"`` is ``min(200, n_samples)``.
+"""
+    + learning_rate_doc("constant")
+    + """\
     learning_rate_init : float, default=1e-3
         Adam learning rate.
     max_iter : int, default=200
@@ -180,6 +183,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         allow_missing_labels=False,
         alpha=1e-4,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=1e-3,
         max_iter=200,
         shuffle=True,
@@ -197,7 +201,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         n_threads="auto",
         num_embedding=None,
         categorical_features="from_dtype",
-        input_scaling=None,
+        input_scaling="robust",
     ):
         self.architecture = architecture
         self.n_experts = n_experts
@@ -212,6 +216,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         self.allow_missing_labels = allow_missing_labels
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
         self.max_iter = max_iter
         self.shuffle = shuffle
