@@ -17,6 +17,7 @@ STDLIB = {
     "copy",
     "dataclasses",
     "inspect",
+    "collections",
     "itertools",
     "math",
     "os",
