@@ -73,9 +73,11 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows, epochs = (2_000, 2) if args.quick else (20_000, 4)
+    rows, epochs = (2_000, 2) if args.quick else (args.rows, args.epochs)
     fixed = dict(max_iter=epochs, tol=0.0, n_iter_no_change=10**6, device="cpu")
     configs = {
         "defaults (4x64, batch 200)": dict(fixed),
