@@ -52,4 +52,3 @@ def test_the_fused_step_is_torchs_adam():
             opt.step()
     for (name, p), q in zip(mine.named_parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p, q, msg=name)
-
