@@ -105,3 +105,11 @@ def test_latent_clusters_quick():
     )
     assert ari is not None, out
     assert -1.0 <= float(ari.group(1)) <= 1.0
+
+
+@pytest.mark.slow
+def test_adam_variants_benchmark_runs_in_quick_mode():
+    out = run_script("benchmarks/adam_variants.py", "--quick").stdout
+    assert out.count("| shipped | fused |") == 2, out  # fused Adam on a CPU
+    for variant in ("for-loop", "foreach", "fused"):
+        assert out.count(f"| {variant} | {variant} |") == 2, out

@@ -92,3 +92,21 @@ def test_test_command_ends_with_a_short_summary(tmp_path):
     assert "a long explanation" not in run.stdout
     last = run.stdout.strip().splitlines()[-1]
     assert "1 passed" in last and "1 xfailed" in last
+
+
+def test_the_torch_floor_environment_tests_the_floor_pyproject_admits():
+    (torch_req,) = [
+        d for d in PYPROJECT["project"]["dependencies"] if d.startswith("torch")
+    ]
+    floor = torch_req.removeprefix("torch>=")
+    constraints = (ROOT / "tests" / "torch-floor-constraints.txt").read_text()
+    (pin,) = re.findall(r"^torch==([\d.]+)$", constraints, re.M)
+    # The floor's own release, or its latest patch release.
+    assert pin == floor or pin.startswith(f"{floor}.")
+    tox = (ROOT / "tox.ini").read_text()
+    env = re.search(r"^\[testenv:torch-floor\]\n(.*?)(?=^\[|\Z)", tox, re.M | re.S)
+    assert env, "tox.ini has no torch-floor environment"
+    assert "tests/torch-floor-constraints.txt" in env.group(1)
+    assert 'pytest -n 2 -m "not slow"' in env.group(1)
+    assert "tox -e torch-floor" in _section("Run the tests")
+    assert "torch-floor" not in (ROOT / ".ci" / "run").read_text()  # see tox.ini

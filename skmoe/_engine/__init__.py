@@ -2,7 +2,7 @@
 
 from .device import resolve_device
 from .objectives import MeanSquaredError, MultiOutputCrossEntropy
-from .optim import LeanAdam, make_optimizer
+from .optim import make_optimizer
 from .rows import DenseRows, SparseRows
 from .seeding import seeded
 from .threads import torch_threads
@@ -20,7 +20,6 @@ from .trainer import (
 __all__ = [
     "Batches",
     "DenseRows",
-    "LeanAdam",
     "MeanSquaredError",
     "MultiOutputCrossEntropy",
     "SparseRows",
