@@ -218,16 +218,24 @@ class MultiGateMixtureOfExperts(nn.Module):
         >>> MultiGateMixtureOfExperts(4, [1, 2], architecture="ple").uses_fast_path()
         True
         """
+        return self._fast_path_ready(check_grads=False)
+
+    def _fast_path_ready(self, check_grads=True):
+        """:meth:`uses_fast_path`, and with ``check_grads`` every parameter
+        trainable, in one walk over the submodules (it runs at every step)."""
         if not self.fused_training or type(self.towers) is not ExpertBank:
             return False
-        for level in self.levels:
-            if type(level) is not _ExtractionLevel:
-                return False
-            if type(level.experts) is not ExpertBank:
-                return False
-            for gate in level.gates():
-                if type(gate) is not Gate or not is_proven(gate.spec):
+        for sub in self.modules():
+            kind = type(sub)
+            if kind is Gate:
+                if not is_proven(sub.spec):
                     return False
+            elif kind not in _PLAIN_PARTS:
+                return False
+            if check_grads:
+                for param in sub._parameters.values():
+                    if param is not None and not param.requires_grad:
+                        return False
         return True
 
     def training_step(self, x, loss_and_grad, sample_weight=None):
@@ -273,11 +281,9 @@ class MultiGateMixtureOfExperts(nn.Module):
         >>> loss.ndim, model.towers.weights[0].grad.shape
         (0, torch.Size([2, 32, 2]))
         """
-        if type(self) is not MultiGateMixtureOfExperts or not self.uses_fast_path():
+        if type(self) is not MultiGateMixtureOfExperts or x.ndim != 2 or not len(x):
             return None
-        if x.ndim != 2 or x.shape[0] == 0:
-            return None
-        if not all(p.requires_grad for p in self.parameters()):
+        if not self._fast_path_ready():
             return None
         device_type = x.device.type
         if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
@@ -448,30 +454,51 @@ class _ExtractionLevel(nn.Module):
         return torch.stack(rows, dim=1)
 
 
+# The parts the written-out step computes, besides gates; any other module (a
+# subclass of one of these included) makes the model train through autograd.
+_PLAIN_PARTS = frozenset(
+    {
+        MultiGateMixtureOfExperts,
+        _ExtractionLevel,
+        ExpertBank,
+        nn.ModuleList,
+        nn.ParameterList,
+        nn.Linear,
+    }
+)
+
+
 class _GateStep:
-    """One gate's part of :func:`_written_out_step`: its scores, routing, combination
-    weights and the expert outputs it mixed."""
+    """One gate's part of :func:`_written_out_step`: its scores, routing and
+    combination weights, and the expert outputs it mixed."""
 
-    __slots__ = ("aux", "chosen", "gate", "routed", "saved", "weights")
+    __slots__ = ("aux", "columns", "gate", "mixed", "routed", "saved", "weights")
 
-    def __init__(self, gate, gate_input, sample_weight, coefs):
+    def __init__(self, gate, gate_input, sample_weight, coefs, columns=None):
         self.gate = gate
         self.saved = saved = gate.score_inputs(gate_input)
         self.routed = route(saved.logits, saved.scores, gate.kept)
         self.aux = routing_losses(self.routed, None, *coefs, sample_weight)
         self.weights = self.routed.dense_weights()
+        self.columns = columns
 
     def mix(self, expert_out):
-        self.chosen = expert_out
-        return mix_experts(self.weights, expert_out)
+        """Mix all of the level's experts; a gate that chooses among some of them
+        gives the others weight zero (no copy of the chosen experts' outputs)."""
+        weights = self.weights
+        if self.columns is not None:
+            full = weights.new_zeros(weights.shape[0], expert_out.shape[0])
+            weights = full.index_copy_(1, self.columns, weights)
+        self.mixed = weights, expert_out
+        return mix_experts(weights, expert_out)
 
     def backward(self, grad_mixture, grad_aux, need_input):
         """Set the gate's parameter gradients; return those of the experts' outputs
-        it mixed and, with ``need_input``, of its input."""
-        grad_weights, grad_chosen = mix_backward(
-            self.weights, self.chosen, grad_mixture
-        )
+        and, with ``need_input``, of the gate's input."""
+        grad_weights, grad_experts = mix_backward(*self.mixed, grad_mixture)
         routed, saved, gate = self.routed, self.saved, self.gate
+        if self.columns is not None:
+            grad_weights = grad_weights.index_select(1, self.columns)
         if routed.k is not None:
             grad_weights = grad_weights.gather(1, routed.indices)
         grad_logits, grad_scores = routing_backward(
@@ -482,7 +509,7 @@ class _GateStep:
         grad_input = None
         if need_input:
             grad_input = gate.input_backward(saved, grad_logits, grad_scores)
-        return grad_chosen, grad_input
+        return grad_experts, grad_input
 
 
 def _written_out_step(model, x, loss_and_grad, sample_weight):
@@ -505,40 +532,38 @@ def _written_out_step(model, x, loss_and_grad, sample_weight):
             )
         h, acts = bank_forward(inputs, params, bank.activation)
         h = ACTIVATIONS_IN_PLACE[bank.activation](h)  # (n_experts, batch, width)
-        steps, shared_step = [], None
+        steps = []
         if not level.gated:
             tasks, shared = h.expand(n_tasks, -1, -1), None
         else:
             mixtures = []
             for t, gate in enumerate(level.task_gates):
-                step = _GateStep(
-                    gate, tasks if first else tasks[t], sample_weight, coefs
-                )
-                chosen = h if level.n_task == 0 else h.index_select(0, level.choices[t])
-                mixtures.append(step.mix(chosen))
-                steps.append(step)
+                columns = level.choices[t] if level.n_task else None
+                gate_input = tasks if first else tasks[t]
+                steps.append(_GateStep(gate, gate_input, sample_weight, coefs, columns))
+                mixtures.append(steps[-1].mix(h))
             if len(mixtures) < n_tasks:  # one gate: every task reads its mixture
                 mixtures = mixtures * n_tasks
-            next_shared = None
             if level.shared_gate is not None:
-                shared_step = _GateStep(
-                    level.shared_gate, tasks if first else shared, sample_weight, coefs
+                gate_input = tasks if first else shared
+                steps.append(
+                    _GateStep(level.shared_gate, gate_input, sample_weight, coefs)
                 )
-                next_shared = shared_step.mix(h)
-            tasks, shared = torch.stack(mixtures), next_shared
-            for step in steps if shared_step is None else [*steps, shared_step]:
+                shared = steps[-1].mix(h)
+            tasks = torch.stack(mixtures)
+            for step in steps:
                 if step.aux is not None:
                     aux = aux + step.aux
-        levels.append((level, params, acts, h, steps, shared_step))
+        levels.append((level, params, acts, h, steps))
     towers = model.towers
     tower_params = (*towers.weights, *towers.biases)
     out, tower_acts = bank_forward(tasks, tower_params, towers.activation)
     widths = model.task_out_features
     outputs = torch.cat([out[t, :, :n] for t, n in enumerate(widths)], dim=1)
-    last = model.levels[-1]
-    model._record_usage(
-        [step.weights for step in levels[-1][4]] if last.gated else None, n_rows
-    )
+    usage = None
+    if model.levels[-1].gated:
+        usage = [step.weights for step in levels[-1][4]]
+    model._record_usage(usage, n_rows)
     model.__dict__["aux_loss"] = None
     task, grad_out = loss_and_grad(outputs)
 
@@ -559,45 +584,40 @@ def _written_out_step(model, x, loss_and_grad, sample_weight):
     _set_grads(tower_params, param_grads)
     grad_shared = None
     for depth in reversed(range(len(levels))):
-        level, params, acts, h, steps, shared_step = levels[depth]
+        level, params, acts, h, steps = levels[depth]
         first = depth == 0
-        grad_gate_inputs = []
         if not level.gated:  # every task read h
             grad_h = grad_tasks.sum(0, keepdim=True)
         else:
-            grad_h = None if level.n_task == 0 else torch.zeros_like(h)
+            grad_h = None
+            n_task_gates = len(level.task_gates)
+            grad_inputs = []
             for t, step in enumerate(steps):
-                grad_mixture = (
-                    grad_tasks[t] if len(steps) == n_tasks else grad_tasks.sum(0)
-                )
-                grad_chosen, grad_in = step.backward(grad_mixture, grad_aux, not first)
-                grad_gate_inputs.append(grad_in)
-                if level.n_task:
-                    grad_h.index_add_(0, level.choices[t], grad_chosen)
-                elif grad_h is None:
-                    grad_h = grad_chosen
-                else:
-                    grad_h.add_(grad_chosen)
-            if shared_step is not None:
-                grad_chosen, grad_shared_in = shared_step.backward(
-                    grad_shared, grad_aux, not first
-                )
-                grad_h.add_(grad_chosen)
+                if t == n_task_gates:  # the shared gate
+                    grad_mixture = grad_shared
+                elif n_task_gates == n_tasks:
+                    grad_mixture = grad_tasks[t]
+                else:  # one gate: every task read its mixture
+                    grad_mixture = grad_tasks.sum(0)
+                grad_experts, grad_in = step.backward(grad_mixture, grad_aux, not first)
+                grad_inputs.append(grad_in)
+                grad_h = grad_experts if grad_h is None else grad_h.add_(grad_experts)
         grad_h = ACTIVATION_GRADS[level.experts.activation](grad_h, h)
-        param_grads, grad_inputs = bank_backward(
+        param_grads, grad_level_input = bank_backward(
             acts, params, level.experts.activation, grad_h, need_input=not first
         )
         _set_grads(params, param_grads)
         if first:
             break
         # Expert e read input group[e]: 0 the shared one, 1 + t task t's.
-        grouped = grad_inputs.new_zeros(n_tasks + 1, *grad_inputs.shape[1:])
-        grouped.index_add_(0, level.group, grad_inputs)
+        grouped = grad_level_input.new_zeros(n_tasks + 1, *grad_level_input.shape[1:])
+        grouped.index_add_(0, level.group, grad_level_input)
         grad_shared, grad_tasks = grouped[0], grouped[1:]
-        if shared_step is not None:
-            grad_shared = grad_shared + grad_shared_in
-        for t, grad_in in enumerate(grad_gate_inputs):
-            grad_tasks[t] += grad_in
+        for t, grad_in in enumerate(grad_inputs):
+            if t == len(level.task_gates):
+                grad_shared += grad_in
+            else:
+                grad_tasks[t] += grad_in
     return task + aux
 
 
