@@ -9,16 +9,24 @@ it must agree with a fit through autograd.
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from skmoe import MultiGateMoEClassifier, MultiGateMoERegressor
+from skmoe import MultiGateMoE, MultiGateMoEClassifier, MultiGateMoERegressor
 from skmoe._engine import (
     Batches,
     DenseRows,
+    MeanSquaredError,
     MultiOutputCrossEntropy,
     make_optimizer,
     run_epoch,
+)
+from skmoe._engine.multitask import (
+    FixedTaskWeights,
+    GradNormWeights,
+    MixedTaskObjective,
+    UncertaintyWeights,
 )
 from skmoe._engine.trainer import task_loss_and_grad
 from skmoe.nn import ExpertBank, Gate, MultiGateMixtureOfExperts, auxiliary_loss
@@ -355,3 +363,71 @@ def test_task_loss_and_grad_of_the_engine_fits_the_step():
     torch.testing.assert_close(loss, expected.detach())
     for p, q in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("task_weights", [None, [0.5, 2.0, 1.5]])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_mixed_task_closed_form_gradient_equals_autograd(task_weights, dtype):
+    objective = MixedTaskObjective(
+        [
+            MultiOutputCrossEntropy([3]),
+            MeanSquaredError(1),
+            MultiOutputCrossEntropy([2]),
+        ],
+        weighting=FixedTaskWeights(task_weights),
+    )
+    gen = torch.Generator().manual_seed(6)
+    out = torch.randn(40, 6, generator=gen, dtype=torch.float64).to(dtype)
+    targets = torch.stack(
+        [
+            torch.randint(0, 3, (40,), generator=gen).double(),
+            torch.randn(40, generator=gen, dtype=torch.float64),
+            torch.randint(0, 2, (40,), generator=gen).double(),
+        ],
+        dim=1,
+    ).to(dtype)
+    targets[::4, 0] = torch.nan  # missing labels
+    targets[1::5, 1] = torch.nan
+    out.requires_grad_(True)
+    (expected,) = torch.autograd.grad(objective.row_loss(out, targets).sum(), out)
+    torch.testing.assert_close(objective.row_grad(out.detach(), targets), expected)
+
+
+def test_mixed_task_gradient_is_left_to_autograd_where_it_has_no_closed_form():
+    tasks = [MultiOutputCrossEntropy([2]), MultiOutputCrossEntropy([2])]
+    assert MixedTaskObjective(tasks).row_grad is not None
+    assert MixedTaskObjective(tasks, chains={1: [0]}).row_grad is None
+    weighting = UncertaintyWeights(2)
+    assert MixedTaskObjective(tasks, weighting=weighting).row_grad is None
+    weighting = GradNormWeights(2)
+    assert MixedTaskObjective(tasks, weighting=weighting).row_grad is None
+
+
+def test_mixed_task_model_fits_through_the_step(monkeypatch):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = pd.DataFrame(
+        {
+            "click": (X[:, 0] > 0).astype(int),
+            "colour": np.array(["red", "green", "blue"])[
+                np.digitize(X[:, 1], [-0.5, 0.5])
+            ],
+            "price": X[:, 3] + 0.1 * rng.normal(size=300),
+        }
+    )
+    calls = []
+    original = MultiGateMixtureOfExperts.training_step
+
+    def spy(self, *args):
+        loss = original(self, *args)
+        calls.append(loss is not None)
+        return loss
+
+    monkeypatch.setattr(MultiGateMixtureOfExperts, "training_step", spy)
+    params = dict(architecture="cgc", task_weights=[1.0, 0.5, 2.0], **FIT)
+    fast = MultiGateMoE(**params).fit(X, y)
+    assert calls and all(calls)
+    monkeypatch.setattr(MultiGateMixtureOfExperts, "fused_training", False)
+    slow = MultiGateMoE(**params).fit(X, y)
+    np.testing.assert_allclose(fast.loss_curve_, slow.loss_curve_, rtol=1e-4)
+    pd.testing.assert_frame_equal(fast.predict(X), slow.predict(X))
