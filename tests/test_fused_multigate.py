@@ -234,6 +234,20 @@ def test_training_step_applies_only_where_its_gradients_are_exact():
     assert model.training_step(x, loss_and_grad) is None
 
 
+def _record_steps(monkeypatch):
+    """A list that gets, at every ``training_step`` call, whether it took the step."""
+    calls = []
+    original = MultiGateMixtureOfExperts.training_step
+
+    def spy(self, *args):
+        loss = original(self, *args)
+        calls.append(loss is not None)
+        return loss
+
+    monkeypatch.setattr(MultiGateMixtureOfExperts, "training_step", spy)
+    return calls
+
+
 def _two_binary_tasks(n=600, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 6)).astype(np.float32)
@@ -256,15 +270,7 @@ FIT = dict(max_iter=4, batch_size=64, random_state=0, device="cpu", tol=0.0)
 def test_classifier_fits_through_the_step_and_agrees_with_autograd(params, monkeypatch):
     X, Y = _two_binary_tasks()
     w = np.random.default_rng(1).uniform(0.5, 2.0, size=len(X))
-    calls = []
-    original = MultiGateMixtureOfExperts.training_step
-
-    def spy(self, *args):
-        loss = original(self, *args)
-        calls.append(loss is not None)
-        return loss
-
-    monkeypatch.setattr(MultiGateMixtureOfExperts, "training_step", spy)
+    calls = _record_steps(monkeypatch)
     fast = MultiGateMoEClassifier(**params, **FIT).fit(X, Y, sample_weight=w)
     assert calls and all(calls)  # every step, none through autograd
     again = MultiGateMoEClassifier(**params, **FIT).fit(X, Y, sample_weight=w)
@@ -289,15 +295,7 @@ def test_classifier_fits_through_the_step_and_agrees_with_autograd(params, monke
 def test_regressor_fits_through_the_step(monkeypatch):
     X, Y = _two_binary_tasks()
     Y = Y + np.random.default_rng(2).normal(scale=0.1, size=Y.shape)
-    calls = []
-    original = MultiGateMixtureOfExperts.training_step
-
-    def spy(self, *args):
-        loss = original(self, *args)
-        calls.append(loss is not None)
-        return loss
-
-    monkeypatch.setattr(MultiGateMixtureOfExperts, "training_step", spy)
+    calls = _record_steps(monkeypatch)
     reg = MultiGateMoERegressor(architecture="cgc", gating="switch", **FIT).fit(X, Y)
     assert calls and all(calls)
     assert np.isfinite(reg.loss_curve_).all()
@@ -415,15 +413,7 @@ def test_mixed_task_model_fits_through_the_step(monkeypatch):
             "price": X[:, 3] + 0.1 * rng.normal(size=300),
         }
     )
-    calls = []
-    original = MultiGateMixtureOfExperts.training_step
-
-    def spy(self, *args):
-        loss = original(self, *args)
-        calls.append(loss is not None)
-        return loss
-
-    monkeypatch.setattr(MultiGateMixtureOfExperts, "training_step", spy)
+    calls = _record_steps(monkeypatch)
     params = dict(architecture="cgc", task_weights=[1.0, 0.5, 2.0], **FIT)
     fast = MultiGateMoE(**params).fit(X, y)
     assert calls and all(calls)
