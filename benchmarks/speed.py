@@ -500,7 +500,11 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated sections to skip (4 also skips 5, which uses its model)",
+    )
     parser.add_argument(
         "--gpu-rows", type=int, default=1_000_000, help="rows for section 7 (GPU)"
     )
@@ -520,13 +524,16 @@ def main():
         f"data {args.rows} x 32, {args.epochs} epoch(s), median of {args.repeat}"
     )
     rows = []
-    section_hand_loop(X, y, args, rows)
+    if "1" not in skip:
+        section_hand_loop(X, y, args, rows)
     if "2" not in skip:
         section_skorch(X, y, args, rows)
     if "3" not in skip:
         section_sparse(X, y, args, rows)
-    moe = section_mlp(X, y, args, rows)
-    section_predict(X, args, rows, moe)
+    if "4" not in skip:
+        moe = section_mlp(X, y, args, rows)
+        if "5" not in skip:  # predicts with section 4's model
+            section_predict(X, args, rows, moe)
     if "6" not in skip:
         section_grid(X[:50_000], y[:50_000], args, rows)
     if "8" not in skip:

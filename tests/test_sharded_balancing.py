@@ -146,9 +146,10 @@ def test_without_a_reducer_each_shard_balances_its_own_batch():
         _assert_shards_average_to(_sharded(step, 20, None, reduce=False), expected)
 
 
+@pytest.mark.parametrize("path", ["autograd", "training_step"])
 @pytest.mark.parametrize("architecture", ["mmoe", "ple"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_the_multi_gate_module_balances_over_the_shards(architecture, weighted):
+def test_the_multi_gate_module_balances_over_the_shards(architecture, weighted, path):
     x, direction, w = _data(weighted)
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -167,10 +168,15 @@ def test_the_multi_gate_module_balances_over_the_shards(architecture, weighted):
     def step(rows, weights, mean_total, reducer):
         model.balancing_reducer = reducer
         model.zero_grad(set_to_none=True)
-        out = model(x[rows], sample_weight=weights if weighted else None)
-        loss = _linear_task(direction[rows], weights, mean_total)(out)[0]
-        loss = loss + auxiliary_loss(model)
-        loss.backward()
+        task = _linear_task(direction[rows], weights, mean_total)
+        sample_weight = weights if weighted else None
+        if path == "training_step":
+            loss = model.training_step(x[rows], task, sample_weight)
+            assert loss is not None
+        else:
+            out = model(x[rows], sample_weight=sample_weight)
+            loss = task(out)[0] + auxiliary_loss(model)
+            loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters()}
         return loss.detach(), grads
 

@@ -50,6 +50,10 @@ class MixedTaskObjective:
         self.chains = dict(chains or {})
         self.weighting = weighting if weighting is not None else FixedTaskWeights(None)
         self.task_widths = [task.n_outputs for task in self.tasks]
+        if self.chains or not isinstance(self.weighting, FixedTaskWeights):
+            # A chained task's loss and a learned weighting have no closed-form
+            # gradient here: the engine trains through autograd.
+            self.row_grad = None
 
     @property
     def n_outputs(self):
@@ -90,6 +94,21 @@ class MixedTaskObjective:
 
     def row_loss(self, outputs, targets):
         return self.weighting.combine(self.task_row_losses(outputs, targets))
+
+    def row_grad(self, outputs, targets):
+        """The gradient of :meth:`row_loss` in closed form, with fixed task weights
+        and no chains (``row_grad`` is ``None`` otherwise): each task's own
+        ``row_grad`` times its weight."""
+        weights = self.weighting.weights
+        grads = []
+        chunks = self.split(outputs)
+        for t, (task, chunk) in enumerate(zip(self.tasks, chunks, strict=True)):
+            target = targets[:, t : t + 1]
+            if self._is_classification(t):
+                target = _codes(target)
+            grad = task.row_grad(chunk, target)
+            grads.append(grad if weights is None else grad.mul_(weights[t]))
+        return torch.cat(grads, dim=1)
 
     def _score_targets(self, targets, t):
         """Task ``t``'s validation labels; a chained task is scored where its

@@ -124,17 +124,174 @@ class MixtureState:
     """What :func:`mixture_backward` needs from :func:`mixture_forward`."""
 
     __slots__ = (
-        "balance",
         "blocks",
         "config",
-        "indices",
         "mix_weights",
         "params",
         "picked",
         "plan",
+        "routed",
+    )
+
+
+class Routed:
+    """One gate's routing of a batch, computed without autograd by :func:`route`.
+
+    Attributes
+    ----------
+    k : int or None
+        Experts kept per row; ``None`` for dense routing.
+    probs : torch.Tensor of shape (batch, n_experts)
+        Softmax of the logits.
+    indices : torch.Tensor of shape (batch, k) or None
+        Chosen experts per row, best first; ``None`` for dense routing.
+    weights : torch.Tensor of shape (batch, k), (batch, n_experts) or None
+        Kept weights (all of ``probs`` when dense); ``None`` for top-1, whose
+        straight-through weight is exactly 1.
+    top_logit, top : torch.Tensor of shape (batch, 1)
+        Each row's largest logit and its expert (for the z-loss).
+    chosen : torch.Tensor of shape (batch, k) or (batch, 1)
+        The experts the load-balancing loss counts (the arg-max when dense).
+    balance : BalancingTerms or None
+        Set by :func:`routing_losses`, for :func:`routing_backward`.
+    """
+
+    __slots__ = (
+        "balance",
+        "chosen",
+        "indices",
+        "k",
         "probs",
+        "top",
+        "top_logit",
         "weights",
     )
+
+    def dense_weights(self):
+        """Combination weights over all experts, ``(batch, n_experts)``."""
+        if self.k is None:
+            return self.weights
+        if self.k == 1:
+            ones = self.probs.new_ones(()).expand(self.probs.shape[0], 1)
+            return torch.zeros_like(self.probs).scatter(1, self.indices, ones)
+        return torch.zeros_like(self.probs).scatter(1, self.indices, self.weights)
+
+
+def route(logits, scores, k):
+    """Probabilities, choices and weights of one gate's routing, as the gate's own.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (batch, n_experts)
+    scores : torch.Tensor of shape (batch, n_experts) or None
+        Noisy scores to choose by; ``None`` chooses by ``logits``.
+    k : int or None
+        Experts kept per row (:attr:`Gate.kept <skmoe.nn.Gate.kept>`).
+
+    Returns
+    -------
+    Routed
+
+    Examples
+    --------
+    >>> import torch
+    >>> routed = route(torch.tensor([[0.0, 2.0, 1.0]]), None, 2)
+    >>> routed.indices.tolist(), routed.dense_weights().sum().item()
+    ([[1, 2]], 1.0)
+    """
+    routed = Routed()
+    routed.k, routed.balance = k, None
+    routed.probs = probs = softmax_rows(logits)
+    if k is None:
+        routed.top_logit, routed.top = logits.max(dim=1, keepdim=True)
+        routed.indices, routed.weights, routed.chosen = None, probs, routed.top
+        return routed
+    top_scores, indices = choose(logits if scores is None else scores, k)
+    # Top-1: the straight-through weight is exactly 1, ``weights`` stays None.
+    routed.weights = None if k == 1 else softmax_rows(top_scores)
+    if scores is None:  # sorted: the first choice is the arg-max
+        routed.top_logit, routed.top = top_scores[:, :1], indices[:, :1]
+    else:
+        routed.top_logit, routed.top = logits.max(dim=1, keepdim=True)
+    routed.indices = routed.chosen = indices
+    return routed
+
+
+def routing_losses(routed, counts, lb_coef, z_coef, sample_weight=None, reducer=None):
+    """The weighted balancing losses of a routing (``None`` when both are off).
+
+    ``counts`` are the (row, choice) pairs sent to each expert where they are
+    already counted (``None`` otherwise); with ``sample_weight`` they are counted
+    again, each pair by its row's share of the batch. ``reducer`` averages the
+    batch statistics over data-parallel ranks (see
+    :func:`~skmoe.nn.losses.balancing_loss`). Stores the terms
+    :func:`routing_backward` needs in ``routed.balance``.
+    """
+    share = row_shares(sample_weight)
+    if lb_coef and (counts is None or share is not None):
+        counts = pair_counts(routed.chosen, routed.probs.shape[1], share)
+    aux, routed.balance = _balancing_value(
+        routed.probs,
+        routed.top_logit,
+        routed.top,
+        counts,
+        routed.chosen.shape[1],
+        lb_coef,
+        z_coef,
+        share,
+        reducer,
+        sample_weight,
+    )
+    return aux
+
+
+def routing_backward(routed, grad_w, grad_aux, scores_given=False):
+    """Gradients of the logits and the choosing scores of a routing.
+
+    Parameters
+    ----------
+    routed : Routed
+        From :func:`route` (and :func:`routing_losses`, for the balancing terms).
+    grad_w : torch.Tensor
+        Gradient of the kept weights, ``(batch, k)``; of all weights,
+        ``(batch, n_experts)``, for dense routing; of the straight-through weight
+        for top-1.
+    grad_aux : torch.Tensor
+        A scalar: the gradient reaching the balancing loss.
+    scores_given : bool, default=False
+        Whether the experts were chosen by separate scores (their gradient is then
+        returned apart from the logits').
+
+    Returns
+    -------
+    grad_logits, grad_scores : torch.Tensor or None
+    """
+    probs, weights, k = routed.probs, routed.weights, routed.k
+    grad_probs = grad_scores = None
+    if k is None:
+        grad_probs = grad_w
+    elif k == 1:
+        grad_probs = torch.zeros_like(probs).scatter_(1, routed.indices, grad_w)
+    else:
+        dot = (grad_w * weights).sum(1, keepdim=True)
+        grad_top = weights * (grad_w - dot)
+        grad_scores = torch.zeros_like(probs).scatter_(1, routed.indices, grad_top)
+    row = z_grad = None
+    if routed.balance is not None:
+        row, z_grad = _balancing_grads(probs, routed.balance, grad_aux)
+    if row is not None:
+        grad_probs = row.expand_as(probs) if grad_probs is None else grad_probs + row
+    if grad_probs is not None:
+        dot = (grad_probs * probs).sum(1, keepdim=True)
+        grad_logits = probs * (grad_probs - dot)
+    else:
+        grad_logits = torch.zeros_like(probs)
+    if z_grad is not None:
+        grad_logits = grad_logits.add_(z_grad.to(probs.dtype))
+    if grad_scores is not None and not scores_given:
+        grad_logits = grad_logits.add_(grad_scores)  # chosen by the logits
+        grad_scores = None
+    return grad_logits, grad_scores
 
 
 def mixture_forward(
@@ -182,48 +339,21 @@ def mixture_forward(
     """
     k, lb_coef, z_coef, activation, min_dispatch, min_tiers = config
     n_rows, n_experts = logits.shape
-    probs = softmax_rows(logits)
-    if k is None:
-        top_logit, top = logits.max(dim=1, keepdim=True)
-        indices, weights, chosen = None, probs, top
-    else:
-        top_scores, indices = choose(logits if scores is None else scores, k)
-        # Top-1: the straight-through weight is exactly 1, ``weights`` stays None.
-        weights = None if k == 1 else softmax_rows(top_scores)
-        if scores is None:  # sorted: the first choice is the arg-max
-            top_logit, top = top_scores[:, :1], indices[:, :1]
-        else:
-            top_logit, top = logits.max(dim=1, keepdim=True)
-        chosen = indices
+    routed = route(logits, scores, k)
+    probs, indices, weights = routed.probs, routed.indices, routed.weights
     dispatch = k is not None and n_rows * (n_experts - k) >= min_dispatch
     plan = plan_dispatch(indices, n_experts, min_tiers) if dispatch else None
     mix_weights = weights
     if k is not None and plan is None:
-        ones = logits.new_ones(()).expand(n_rows, 1) if k == 1 else weights
-        mix_weights = torch.zeros_like(probs).scatter(1, indices, ones)
+        mix_weights = routed.dense_weights()
     out, blocks, picked = _run_experts(x, mix_weights, plan, activation, params)
 
     # Pairs per expert: the dispatch counted them; the balancing loss and top-1
     # usage need them otherwise. Weighted rows count by their share of the batch.
     counts = plan.counts if plan is not None else None
     if counts is None and ((lb_coef and sample_weight is None) or k == 1):
-        counts = pair_counts(chosen, n_experts)
-    share = row_shares(sample_weight)
-    balance_counts = counts
-    if lb_coef and share is not None:
-        balance_counts = pair_counts(chosen, n_experts, share)
-    aux, balance = _balancing_value(
-        probs,
-        top_logit,
-        top,
-        balance_counts,
-        chosen.shape[1],
-        lb_coef,
-        z_coef,
-        share,
-        reducer,
-        sample_weight,
-    )
+        counts = pair_counts(routed.chosen, n_experts)
+    aux = routing_losses(routed, counts, lb_coef, z_coef, sample_weight, reducer)
     if aux is None:
         aux = logits.new_zeros(
             (), dtype=torch.promote_types(probs.dtype, torch.float32)
@@ -241,9 +371,7 @@ def mixture_forward(
 
     state = MixtureState()
     state.config, state.plan, state.blocks, state.params = config, plan, blocks, params
-    state.indices, state.balance = indices, balance
-    state.probs, state.weights, state.mix_weights = probs, weights, mix_weights
-    state.picked = picked
+    state.routed, state.mix_weights, state.picked = routed, mix_weights, picked
     return out, aux, load, state
 
 
@@ -268,36 +396,12 @@ def mixture_backward(state, grad_out, grad_aux, need_x=False, scores_given=False
     param_grads : tuple of torch.Tensor
         In the order of ``params``.
     """
-    probs, weights = state.probs, state.weights
-    k = state.config[0]
-    plan, indices = state.plan, state.indices
+    routed = state.routed
     grad_x, grad_mix, param_grads = _experts_backward(state, grad_out, need_x)
-
-    # Gradients reaching the router probabilities and the choosing scores.
-    grad_probs = grad_scores = None
-    if k is None:
-        grad_probs = grad_mix
-    else:
-        grad_w = grad_mix if plan is not None else grad_mix.gather(1, indices)
-        if k == 1:
-            grad_probs = torch.zeros_like(probs).scatter_(1, indices, grad_w)
-        else:
-            dot = (grad_w * weights).sum(1, keepdim=True)
-            grad_top = weights * (grad_w - dot)
-            grad_scores = torch.zeros_like(probs).scatter_(1, indices, grad_top)
-    row, z_grad = _balancing_grads(probs, state.balance, grad_aux)
-    if row is not None:
-        grad_probs = row.expand_as(probs) if grad_probs is None else grad_probs + row
-    if grad_probs is not None:
-        dot = (grad_probs * probs).sum(1, keepdim=True)
-        grad_logits = probs * (grad_probs - dot)
-    else:
-        grad_logits = torch.zeros_like(probs)
-    if z_grad is not None:
-        grad_logits = grad_logits.add_(z_grad.to(probs.dtype))
-    if grad_scores is not None and not scores_given:
-        grad_logits = grad_logits.add_(grad_scores)  # chosen by the logits
-        grad_scores = None
+    grad_w = grad_mix
+    if routed.k is not None and state.plan is None:
+        grad_w = grad_mix.gather(1, routed.indices)
+    grad_logits, grad_scores = routing_backward(routed, grad_w, grad_aux, scores_given)
     return grad_x, grad_logits, grad_scores, param_grads
 
 
@@ -348,22 +452,13 @@ def _run_experts(x, weights, plan, activation, params):
     Returns the output, each block's layer inputs ``(acts, experts)`` and the
     unmixed expert outputs the mixing gradient needs.
     """
-    n_layers = len(params) // 2
-    layer_w, layer_b = params[:n_layers], params[n_layers:]
-    act = ACTIVATIONS_IN_PLACE[activation]
     if plan is None:
-        inputs = [(x.expand(layer_w[0].shape[0], *x.shape), None)]
+        inputs = [(x.expand(params[0].shape[0], *x.shape), None)]
     else:
         inputs = plan.split(plan.fill(x))
     blocks, outs = [], []
     for block_in, experts in inputs:
-        ws, bs = _chosen(layer_w, experts), _chosen(layer_b, experts)
-        acts = [block_in]
-        h = torch.baddbmm(bs[0].unsqueeze(1), block_in, ws[0])
-        for w, b in zip(ws[1:], bs[1:], strict=True):
-            h = act(h)
-            acts.append(h)
-            h = torch.baddbmm(b.unsqueeze(1), h, w)
+        h, acts = bank_forward(block_in, params, activation, experts)
         blocks.append((acts, experts))
         outs.append(h)
     if plan is None:
@@ -375,15 +470,111 @@ def _run_experts(x, weights, plan, activation, params):
     return mix_choices(weights, picked), blocks, picked
 
 
+def bank_forward(inputs, params, activation, experts=None):
+    """An expert bank's layers on ``inputs``, without autograd.
+
+    Parameters
+    ----------
+    inputs : torch.Tensor of shape (n, rows, in_features)
+        Expert ``e``'s rows at ``inputs[e]`` (``inputs[i]`` for ``experts[i]``).
+    params : sequence of torch.Tensor
+        The bank's weights, then its biases.
+    activation : str
+        The bank's activation (between layers; none after the last).
+    experts : torch.Tensor of shape (n,) or None, default=None
+        The experts to run; ``None`` for all.
+
+    Returns
+    -------
+    out : torch.Tensor of shape (n, rows, out_features)
+    acts : list of torch.Tensor
+        Each layer's input, for :func:`bank_backward`.
+    """
+    n_layers = len(params) // 2
+    ws = _chosen(params[:n_layers], experts)
+    bs = _chosen(params[n_layers:], experts)
+    act = ACTIVATIONS_IN_PLACE[activation]
+    acts = [inputs]
+    h = torch.baddbmm(bs[0].unsqueeze(1), inputs, ws[0])
+    for w, b in zip(ws[1:], bs[1:], strict=True):
+        h = act(h)
+        acts.append(h)
+        h = torch.baddbmm(b.unsqueeze(1), h, w)
+    return h, acts
+
+
+def bank_backward(
+    acts, params, activation, grad, experts=None, totals=None, need_input=True
+):
+    """Gradients of :func:`bank_forward`'s parameters and of its input.
+
+    Parameters
+    ----------
+    acts : list of torch.Tensor
+        From :func:`bank_forward`.
+    params : sequence of torch.Tensor
+        The bank's weights, then its biases.
+    activation : str
+    grad : torch.Tensor of shape (n, rows, out_features)
+        Gradient of the output.
+    experts : torch.Tensor of shape (n,) or None, default=None
+        As given to :func:`bank_forward`.
+    totals : list or None, default=None
+        Running parameter gradients of the whole bank (``None`` entries where
+        none yet), added to in place; ``None`` starts a new list.
+
+    Returns
+    -------
+    param_grads : list of torch.Tensor
+        ``totals``, in the order of ``params``.
+    grad_input : torch.Tensor of shape (n, rows, in_features)
+    """
+    n_layers = len(params) // 2
+    layer_w = params[:n_layers]
+    if totals is None:
+        totals = [None] * (2 * n_layers)
+    ws = _chosen(layer_w, experts)
+    activation_grad = ACTIVATION_GRADS[activation]
+    g = grad
+    for layer in reversed(range(n_layers)):
+        like = layer_w[layer]
+        gw = torch.bmm(acts[layer].transpose(1, 2), g)
+        totals[layer] = _accumulate(totals[layer], gw, experts, like)
+        bias = n_layers + layer
+        totals[bias] = _accumulate(totals[bias], g.sum(1), experts, like)
+        if layer > 0:
+            g = activation_grad(torch.bmm(g, ws[layer].transpose(1, 2)), acts[layer])
+    if not need_input:
+        return totals, None
+    return totals, torch.bmm(g, ws[0].transpose(1, 2))
+
+
+def mix_backward(weights, expert_out, grad):
+    """Gradients of :func:`~skmoe.nn.experts.mix_experts`'s weights and outputs.
+
+    Parameters
+    ----------
+    weights : torch.Tensor of shape (batch, n_experts)
+    expert_out : torch.Tensor of shape (n_experts, batch, out_features)
+    grad : torch.Tensor of shape (batch, out_features)
+        Gradient of the mixture.
+
+    Returns
+    -------
+    grad_weights : torch.Tensor of shape (batch, n_experts)
+    grad_expert_out : torch.Tensor of shape (n_experts, batch, out_features)
+    """
+    g = grad.unsqueeze(0)
+    return (expert_out * g).sum(-1).t(), g * weights.t().unsqueeze(-1)
+
+
 def _experts_backward(state, grad_out, need_x):
     """Gradients of the input, the mixing weights and the expert parameters."""
     params, weights, picked = state.params, state.mix_weights, state.picked
-    n_layers = len(params) // 2
-    layer_w = params[:n_layers]
     plan = state.plan
     if plan is None:
-        grad_mix = (picked * grad_out.unsqueeze(0)).sum(-1).t()
-        block_grads = [grad_out.unsqueeze(0) * weights.t().unsqueeze(-1)]
+        grad_mix, block_grad = mix_backward(weights, picked, grad_out)
+        block_grads = [block_grad]
     else:
         if weights is None:  # top-1: every weight is 1
             grad_picked = grad_out
@@ -396,22 +587,14 @@ def _experts_backward(state, grad_out, need_x):
         grad_flat = grad_out.new_zeros(plan.n_slots, grad_out.shape[1])
         grad_flat.index_copy_(0, plan.slot, grad_picked)
         block_grads = [block for block, _ in plan.split(grad_flat)]
-    activation_grad = ACTIVATION_GRADS[state.config[3]]
-    grad_w = [None] * n_layers
-    grad_b = [None] * n_layers
+    activation = state.config[3]
+    totals = None
     input_grads = []
     for (acts, experts), g in zip(state.blocks, block_grads, strict=True):
-        ws = _chosen(layer_w, experts)
-        for layer in reversed(range(n_layers)):
-            like = layer_w[layer]
-            gw = torch.bmm(acts[layer].transpose(1, 2), g)
-            grad_w[layer] = _accumulate(grad_w[layer], gw, experts, like)
-            grad_b[layer] = _accumulate(grad_b[layer], g.sum(1), experts, like)
-            if layer > 0:
-                g = torch.bmm(g, ws[layer].transpose(1, 2))
-                g = activation_grad(g, acts[layer])
-            elif need_x:
-                input_grads.append(torch.bmm(g, ws[0].transpose(1, 2)))
+        totals, grad_in = bank_backward(
+            acts, params, activation, g, experts, totals, need_x
+        )
+        input_grads.append(grad_in)
     grad_x = None
     if need_x:
         if plan is None:
@@ -419,7 +602,7 @@ def _experts_backward(state, grad_out, need_x):
         else:
             per_choice = plan.collect(input_grads)  # (batch * k, in)
             grad_x = per_choice.view(grad_out.shape[0], -1, per_choice.shape[1]).sum(1)
-    return grad_x, grad_mix, (*grad_w, *grad_b)
+    return grad_x, grad_mix, tuple(totals)
 
 
 def _chosen(tensors, experts):

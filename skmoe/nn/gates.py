@@ -74,12 +74,15 @@ class GateScores(NamedTuple):
     noise : tuple or None
         For noisy scores, the rows, the noise layer's output before the softplus
         and the Gaussian draws.
+    jitter : torch.Tensor of shape (batch, in_features) or None
+        The factors the input was jittered by; ``None`` without jitter.
     """
 
     logits: torch.Tensor
     scores: torch.Tensor | None
     router_input: torch.Tensor
     noise: tuple | None
+    jitter: torch.Tensor | None = None
 
 
 class Gate(nn.Module):
@@ -170,17 +173,18 @@ class Gate(nn.Module):
         GateScores
         """
         spec = self.spec
-        router_input = x
+        router_input, jitter = x, None
         if spec.input_jitter and self.training:
             j = spec.input_jitter
-            router_input = x * torch.empty_like(x).uniform_(1 - j, 1 + j)
+            jitter = torch.empty_like(x).uniform_(1 - j, 1 + j)
+            router_input = x * jitter
         logits = self.router(router_input)
         if self.noise is not None and self.training and self.top_k is not None:
             pre = self.noise(x)
             noise = torch.randn_like(logits)
             scores = logits + noise * F.softplus(pre)
-            return GateScores(logits, scores, router_input, (x, pre, noise))
-        return GateScores(logits, None, router_input, None)
+            return GateScores(logits, scores, router_input, (x, pre, noise), jitter)
+        return GateScores(logits, None, router_input, None, jitter)
 
     def scores_backward(self, saved, grad_logits, grad_scores):
         """Gradients of the gate's parameters from those of its logits and scores.
@@ -218,18 +222,49 @@ class Gate(nn.Module):
             (router.bias, grad_logits.sum(0)),
         ]
         if saved.noise is not None:
-            x, pre, noise = saved.noise
+            x = saved.noise[0]
             if grad_scores is None:
                 grads += [(self.noise.weight, None), (self.noise.bias, None)]
             else:
-                grad_pre = torch.ops.aten.softplus_backward(
-                    grad_scores * noise, pre, 1, 20
-                )
+                grad_pre = _noise_grad(saved, grad_scores)
                 grads += [
                     (self.noise.weight, grad_pre.t().mm(x)),
                     (self.noise.bias, grad_pre.sum(0)),
                 ]
         return grads
+
+    def input_backward(self, saved, grad_logits, grad_scores):
+        """The gradient of the gate's input from those of its logits and scores.
+
+        Parameters
+        ----------
+        saved : GateScores
+            From :meth:`score_inputs`.
+        grad_logits : torch.Tensor of shape (batch, n_experts)
+        grad_scores : torch.Tensor of shape (batch, n_experts) or None
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, in_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> gate = Gate(3, 4, top_k=1, gating="switch").train()
+        >>> with torch.no_grad():
+        ...     saved = gate.score_inputs(torch.randn(5, 3))
+        ...     grad = gate.input_backward(saved, torch.ones_like(saved.logits), None)
+        >>> grad.shape
+        torch.Size([5, 3])
+        """
+        if grad_scores is not None:
+            grad_logits = grad_logits + grad_scores
+        grad = grad_logits.mm(self.router.weight)
+        if saved.jitter is not None:  # the router read x * jitter
+            grad = grad.mul_(saved.jitter)
+        if saved.noise is not None and grad_scores is not None:
+            grad = grad.addmm_(_noise_grad(saved, grad_scores), self.noise.weight)
+        return grad
 
     def forward(self, x):
         """Route a batch.
@@ -259,3 +294,9 @@ class Gate(nn.Module):
 
     def extra_repr(self):
         return f"top_k={self.top_k}, gating={self.gating!r}"
+
+
+def _noise_grad(saved, grad_scores):
+    """Gradient of the noise layer's output before the softplus."""
+    _, pre, noise = saved.noise
+    return torch.ops.aten.softplus_backward(grad_scores * noise, pre, 1, 20)
