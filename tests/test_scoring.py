@@ -49,7 +49,9 @@ def test_best_epoch_of_the_given_score_is_restored(imbalanced, Estimator):
     if Estimator is MultiGateMoEClassifier:
         y = np.column_stack([y, np.where(X[:, 0] > 0, "a", "b")])
     scorer = scripted([0.1, 0.9, 0.2, 0.3, 0.25, 0.0])
+    # A constant step size: epoch 2 of 6 is then epoch 2 of 2.
     params = dict(FAST, max_iter=6, n_iter_no_change=10, tol=0.0)
+    params["learning_rate"] = "constant"
     model = Estimator(scoring=scorer, **params).fit(X, y)
     assert model.validation_scores_ == [0.1, 0.9, 0.2, 0.3, 0.25, 0.0]
     assert model.best_validation_score_ == 0.9
