@@ -74,6 +74,7 @@ def models(args, seed):
         max_iter=args.max_iter,
         batch_size=args.batch_size,
         learning_rate_init=args.learning_rate,
+        learning_rate="constant",  # the same schedule for every model
         random_state=seed,
         device="cpu",
         n_threads=1,
