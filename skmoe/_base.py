@@ -104,6 +104,19 @@ def with_params(init, **defaults):
     return __init__
 
 
+def _plain_float_rows(X):
+    """Whether ``X`` is a 2-D float ndarray with rows and columns, which
+    ``check_array(X, dtype=None)`` would hand back as it is: a single row is then
+    validated without scikit-learn's per-call cost."""
+    return (
+        type(X) is np.ndarray
+        and X.ndim == 2
+        and X.dtype.kind == "f"
+        and X.shape[0] > 0
+        and X.shape[1] > 0
+    )
+
+
 def call_scorer(scorer, estimator, X, y, sample_weight):
     """``scorer(estimator, X, y)``, with ``sample_weight`` unless every row weighs the
     same (a plain ``scorer(estimator, X, y)`` callable need not accept it)."""
@@ -240,7 +253,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _encode_input(self, X, reset):
         """Check the columns of raw ``X`` and encode it with the input encoder, which
         is fitted when ``reset``: a float ndarray (NaN handled) or a CSR matrix."""
-        if not sp.issparse(X) and not hasattr(X, "iloc"):
+        if not sp.issparse(X) and not hasattr(X, "iloc") and not _plain_float_rows(X):
             # Shape and dtype errors first, in scikit-learn's words.
             X = check_array(
                 X, dtype=None, ensure_all_finite=False, estimator=type(self).__name__
