@@ -301,11 +301,13 @@ class InputEncoder:
             not sparse
             and type(X) is np.ndarray
             and X.ndim == 2
-            and X.dtype == np.float64
+            and X.dtype.kind == "f"
             and X.shape[0] > 0
-            and not np.isinf(X).any()
         ):
-            return X  # what check_array would return, without its per-call cost
+            # What check_array would return, without its per-call cost.
+            X = X.astype(np.float64, copy=False)
+            if not np.isinf(X).any():
+                return X
         return check_array(
             X,
             input_name="X",
