@@ -43,6 +43,9 @@ huge[0, 0] = 1e300
 
 BAD_X = [
     ("inf", with_inf, ValueError, "Input X contains infinity"),
+    # One row, and float32: the paths that skip scikit-learn's generic checks.
+    ("inf, one row", with_inf[5:6], ValueError, "Input X contains infinity"),
+    ("inf, float32", with_inf.astype(np.float32), ValueError, "contains infinity"),
     ("strings", X.astype(str).astype(object) + "x", ValueError, "could not convert"),
     ("complex", X + 1j, ValueError, "Complex data not supported"),
     ("empty", X[:0], ValueError, "0 sample"),
