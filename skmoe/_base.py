@@ -58,6 +58,16 @@ from .nn.gates import GATINGS
 _MAX_SEED = np.iinfo(np.int32).max
 
 
+SCORING_DOC = """\
+    scoring : str, callable or None, default=None
+        The validation score of early stopping (higher is better; the best epoch's
+        weights are restored): a scikit-learn scorer name (``"roc_auc"``,
+        ``"neg_log_loss"``, ``"r2"``, ...) or a callable ``scorer(estimator, X, y)``.
+        ``None``: accuracy for classifiers, R² for regressors (averaged over
+        outputs). Used only with ``early_stopping=True``.
+"""
+
+
 def learning_rate_doc(default):
     """The ``learning_rate`` entry of an estimator's parameter docs."""
     return f"""\

@@ -1,6 +1,6 @@
 """What the single-gate estimators share: their parameters and their torch module."""
 
-from .._base import BaseMixtureOfExperts, learning_rate_doc
+from .._base import SCORING_DOC, BaseMixtureOfExperts, learning_rate_doc
 from .._preprocessing import INPUT_PARAMETERS_DOC
 from ..nn import MixtureOfExperts
 
@@ -59,12 +59,9 @@ PARAMETERS_DOC = (
         Share of the training data held out for early stopping.
     n_iter_no_change : int, default=10
         Epochs without ``tol`` improvement before training stops.
-    scoring : str, callable or None, default=None
-        The validation score of early stopping (higher is better; the best epoch's
-        weights are restored): a scikit-learn scorer name (``"roc_auc"``,
-        ``"neg_log_loss"``, ``"r2"``, ...) or a callable ``scorer(estimator, X, y)``.
-        ``None``: accuracy for classifiers, R² for regressors (averaged over
-        outputs). Used only with ``early_stopping=True``.
+"""
+    + SCORING_DOC
+    + """\
     load_balancing_coef : float, default=0.01
         Weight of the Switch Transformer load-balancing loss
         ``n_experts * sum_i f_i * P_i``; ``0`` disables it.

@@ -5,7 +5,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._base import BaseMixtureOfExperts, learning_rate_doc
+from .._base import SCORING_DOC, BaseMixtureOfExperts, learning_rate_doc
 from .._preprocessing import INPUT_PARAMETERS_DOC
 from ..nn import MultiGateMixtureOfExperts
 from ..nn.multigate import ARCHITECTURES
@@ -87,12 +87,9 @@ PARAMETERS_DOC = (
         Share of the training data held out for early stopping.
     n_iter_no_change : int, default=10
         Epochs without ``tol`` improvement before training stops.
-    scoring : str, callable or None, default=None
-        The validation score of early stopping (higher is better; the best epoch's
-        weights are restored): a scikit-learn scorer name (``"roc_auc"``,
-        ``"neg_log_loss"``, ``"r2"``, ...) or a callable ``scorer(estimator, X, y)``.
-        ``None``: accuracy for classifiers, R² for regressors (averaged over
-        outputs). Used only with ``early_stopping=True``.
+"""
+    + SCORING_DOC
+    + """\
     load_balancing_coef : float, default=0.0
         Weight of the load-balancing loss, summed over all gates. Off by default:
         tasks are meant to use the experts differently.
