@@ -48,7 +48,7 @@ from ._engine.workers import capped_threads
 from ._fitted_state import finite_or_none, history_from_json, history_to_json
 from ._inference import InferenceCache
 from ._input import check_float32_range, iter_chunks, to_rows
-from ._preprocessing import InputEncoder, usable_weights
+from ._preprocessing import InputEncoder, plain_float_rows, usable_weights
 from ._small_batch import SMALL_BATCH_MAX_ROWS
 from ._targets import as_2d_target, missing_mask
 from .nn.embeddings import EmbeddedModel, FeatureEmbedding
@@ -112,19 +112,6 @@ def with_params(init, **defaults):
     )
     __init__.__doc__ = init.__doc__
     return __init__
-
-
-def _plain_float_rows(X):
-    """Whether ``X`` is a 2-D float ndarray with rows and columns, which
-    ``check_array(X, dtype=None)`` would hand back as it is: a single row is then
-    validated without scikit-learn's per-call cost."""
-    return (
-        type(X) is np.ndarray
-        and X.ndim == 2
-        and X.dtype.kind == "f"
-        and X.shape[0] > 0
-        and X.shape[1] > 0
-    )
 
 
 def call_scorer(scorer, estimator, X, y, sample_weight):
@@ -263,7 +250,7 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _encode_input(self, X, reset):
         """Check the columns of raw ``X`` and encode it with the input encoder, which
         is fitted when ``reset``: a float ndarray (NaN handled) or a CSR matrix."""
-        if not sp.issparse(X) and not hasattr(X, "iloc") and not _plain_float_rows(X):
+        if not sp.issparse(X) and not hasattr(X, "iloc") and not plain_float_rows(X):
             # Shape and dtype errors first, in scikit-learn's words.
             X = check_array(
                 X, dtype=None, ensure_all_finite=False, estimator=type(self).__name__

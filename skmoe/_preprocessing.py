@@ -297,13 +297,7 @@ class InputEncoder:
 
     # -- transforming -----------------------------------------------------------------
     def _numeric(self, X, sparse=False):
-        if (
-            not sparse
-            and type(X) is np.ndarray
-            and X.ndim == 2
-            and X.dtype.kind == "f"
-            and X.shape[0] > 0
-        ):
+        if not sparse and plain_float_rows(X):
             # What check_array would return, without its per-call cost.
             X = X.astype(np.float64, copy=False)
             if not np.isinf(X).any():
@@ -477,6 +471,19 @@ class InputEncoder:
         encoder.center, encoder.scale = [0.0] * n, [1.0] * n
         encoder.bins, encoder.categories = None, []
         return encoder
+
+
+def plain_float_rows(X):
+    """Whether ``X`` is a 2-D float ndarray with rows and columns, which scikit-learn's
+    ``check_array`` would take as it is (up to a float64 cast and, where asked, the
+    check for infinity): a single row is then validated without its per-call cost."""
+    return (
+        type(X) is np.ndarray
+        and X.ndim == 2
+        and X.dtype.kind == "f"
+        and X.shape[0] > 0
+        and X.shape[1] > 0
+    )
 
 
 def usable_weights(sample_weight, n_rows):
