@@ -49,6 +49,11 @@ Models, each with its defaults:
 * ``RealMLP`` and ``TabM`` (``pytabkit``'s ``RealMLP_TD_*`` and ``TabM_D_*``, their
   defaults), when ``pytabkit`` is installed and asked for with ``--models``.
 
+A ``--models`` name such as ``"skmoe n_experts=1, max_iter=200"`` is skmoe's defaults
+with those settings; two settings are rules of the training-set size ``n`` instead of
+values: ``batch_size=n//k`` (``clip(n // k, 32, 200)``) and ``min_steps=S`` (``max_iter``
+raised until the fit takes at least ``S`` optimizer steps).
+
 Run ``flock /tmp/skmoe-bench.lock python benchmarks/tabular.py`` (one torch thread);
 ``--quick`` is the smoke test CI runs. The script writes one CSV row per
 (data set, model, seed) and prints per-half markdown tables of mean scores and fit
@@ -251,6 +256,7 @@ def make_model(name, task, X, seed, overrides=None):
             if "=" in setting:
                 key, value = setting.split("=")
                 params[key] = None if value == "None" else _number_or_text(value)
+        _apply_candidate_rules(params, len(X))
         if name == "skmoe (previous defaults)":
             params.update(PREVIOUS_DEFAULTS)
         if name == "skmoe (old defaults)":
@@ -292,6 +298,21 @@ def make_model(name, task, X, seed, overrides=None):
         }[name, classification]
         return Estimator(random_state=seed, n_threads=1, device="cpu")
     raise ValueError(f"unknown model {name!r}")
+
+
+def _apply_candidate_rules(params, n_rows):
+    """Candidate size rules of the sweep, written as settings: ``batch_size=n//k``
+    is ``clip(n_rows // k, 32, 200)``; ``min_steps=S`` raises ``max_iter`` until the
+    fit takes at least ``S`` optimizer steps."""
+    batch = params.get("batch_size")
+    if isinstance(batch, str) and batch.startswith("n//"):
+        params["batch_size"] = int(np.clip(n_rows // int(batch[3:]), 32, 200))
+    min_steps = params.pop("min_steps", None)
+    if min_steps is not None:
+        batch = params.get("batch_size", "auto")
+        batch = min(200, n_rows) if batch == "auto" else min(batch, n_rows)
+        per_epoch = -(-n_rows // batch)
+        params["max_iter"] = max(params.get("max_iter", 100), -(-min_steps // per_epoch))
 
 
 # The training recipe before the ``--sweep`` that chose the current one.
@@ -509,6 +530,14 @@ SWEEP = (
     "skmoe max_iter=100, learning_rate=cosine, num_embedding=piecewise_linear",
     "skmoe max_iter=60, learning_rate=cosine",
     "skmoe max_iter=150, learning_rate=cosine",
+    # Batch-size rules for small data sets (the defaults otherwise); only sets with
+    # fewer than 3,200 training rows see a difference. ``batch_size=n//1`` is the
+    # default, min(200, n).
+    "skmoe batch_size=n//1",
+    "skmoe batch_size=n//4",
+    "skmoe batch_size=n//8",
+    "skmoe batch_size=n//16",
+    "skmoe min_steps=1000",
 )
 
 if __name__ == "__main__":

@@ -68,6 +68,14 @@ SCORING_DOC = """\
 """
 
 
+BATCH_SIZE_DOC = """\
+    batch_size : int or "auto", default="auto"
+        Minibatch size; ``"auto"`` is ``min(200, n_samples)``, ``n_samples`` being
+        the rows left for training after ``validation_fraction``. ``batch_size_``
+        is the size used.
+"""
+
+
 def learning_rate_doc(default):
     """The ``learning_rate`` entry of an estimator's parameter docs."""
     return f"""\
@@ -406,6 +414,10 @@ class BaseMixtureOfExperts(BaseEstimator):
         return sample_weight
 
     def _batch_size(self, n_samples):
+        """``batch_size`` on ``n_samples`` training rows; ``"auto"`` is
+        scikit-learn's ``min(200, n_samples)``. Rules that give small data sets
+        smaller batches (more steps) lost on the tuning half of
+        ``benchmarks/tabular.py`` (docs/benchmarks.md)."""
         if self.batch_size == "auto":
             return max(1, min(200, n_samples))
         return min(self.batch_size, n_samples)
@@ -528,6 +540,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         # Filled at the first prediction: predicting leaves __dict__ as it is.
         self._inference_cache = InferenceCache()
         self._set_fitted_attributes(history, recorder, early_stopping)
+        self.batch_size_ = config.batch_size
         # A cosine schedule ends at max_iter by design: reaching it is no warning.
         schedule_ends = self.learning_rate == "cosine"
         if not incremental and not history.converged and not schedule_ends:
@@ -772,6 +785,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         """
         attributes = {name: getattr(self, name) for name in self._FITTED_ATTRIBUTES}
         attributes["loss_curve_"] = list(self.loss_curve_)
+        attributes["batch_size_"] = int(self.batch_size_)
         attributes["best_loss_"] = finite_or_none(self.best_loss_)
         attributes["expert_usage_"] = np.asarray(self.expert_usage_).tolist()
         attributes["expert_usage_curve_"] = [
@@ -820,6 +834,8 @@ class BaseMixtureOfExperts(BaseEstimator):
         attributes = state["attributes"]
         for name in self._FITTED_ATTRIBUTES:
             setattr(self, name, attributes[name])
+        # Absent from files written before it existed: the batch size is unknown.
+        self.batch_size_ = attributes.get("batch_size_")
         self.expert_usage_ = np.asarray(attributes["expert_usage_"], dtype=np.float64)
         self.expert_usage_curve_ = [  # absent from files written before it existed
             np.asarray(usage, dtype=np.float64)

@@ -68,6 +68,7 @@ def test_round_trip_gives_identical_predictions(tmp_path, est, y):
             np.testing.assert_array_equal(a, b)
             assert a.dtype == b.dtype
     assert loaded.loss_curve_ == est.loss_curve_
+    assert loaded.batch_size_ == est.batch_size_
     np.testing.assert_array_equal(loaded.expert_usage_, est.expert_usage_)
     loaded.partial_fit(X, y)  # still trainable
     assert loaded.n_iter_ == est.n_iter_ + 1

@@ -437,3 +437,64 @@ def test_label_smoothing_softens_the_probabilities(classification):
     assert smooth.score(X, y) > 0.8
     with pytest.raises(ValueError, match="label_smoothing"):
         MixtureOfExpertsClassifier(label_smoothing=1.0).fit(X, y)
+
+
+# -- batch_size="auto" ----------------------------------------------------------------
+@pytest.mark.parametrize("n_rows", [20, 150, 800])
+def test_batch_size_used_is_reported(n_rows):
+    """batch_size="auto" is min(200, n_samples), reported as batch_size_; an
+    explicit size is kept, capped at n_samples."""
+    X = np.random.default_rng(0).normal(size=(n_rows, 3))
+    y = X[:, 0]
+    est = MixtureOfExpertsRegressor(max_iter=1, **FAST).fit(X, y)
+    assert est.batch_size_ == min(200, n_rows)
+    fixed = MixtureOfExpertsRegressor(batch_size=64, max_iter=1, **FAST).fit(X, y)
+    assert fixed.batch_size_ == min(64, n_rows)
+
+
+def test_auto_batch_size_counts_the_rows_left_for_training():
+    """With early stopping "auto" sees the rows left after the validation split, in
+    single-gate and multi-gate estimators alike."""
+    from skmoe import MultiGateMoERegressor
+
+    X, y = make_classification(n_samples=240, n_features=4, random_state=0)
+    est = MixtureOfExpertsClassifier(max_iter=1, **FAST).fit(X, y)
+    assert est.batch_size_ == 200
+    stopped = MixtureOfExpertsClassifier(
+        max_iter=1, early_stopping=True, validation_fraction=0.25, **FAST
+    ).fit(X, y)
+    assert stopped.batch_size_ == 180
+    multi = MultiGateMoERegressor(
+        max_iter=1, early_stopping=True, validation_fraction=0.25, **FAST
+    ).fit(X, X[:, :2])
+    assert multi.batch_size_ == 180
+
+
+def test_batch_size_sets_the_number_of_adam_steps(regression):
+    """On 120 rows "auto" is one full batch, one Adam step an epoch; batches of 32
+    take four, and train differently. A refit with the same seed is identical."""
+    X, y = regression
+
+    def adam_steps(est):
+        return int(next(iter(est._optimizer.state.values()))["step"])
+
+    auto = MixtureOfExpertsRegressor(max_iter=3, **FAST).fit(X, y)
+    assert (auto.batch_size_, adam_steps(auto)) == (120, 3)
+    small = MixtureOfExpertsRegressor(max_iter=3, batch_size=32, **FAST).fit(X, y)
+    assert (small.batch_size_, adam_steps(small)) == (32, 3 * 4)
+    assert small.loss_curve_ != auto.loss_curve_
+    again = MixtureOfExpertsRegressor(max_iter=3, batch_size=32, **FAST).fit(X, y)
+    np.testing.assert_array_equal(again.predict(X), small.predict(X))
+
+
+def test_batch_size_survives_clone_and_grid_search(regression):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = regression
+    est = MixtureOfExpertsRegressor(max_iter=2, **FAST)
+    assert clone(est).get_params()["batch_size"] == "auto"
+    search = GridSearchCV(est, {"batch_size": ["auto", 16]}, cv=2).fit(X, y)
+    best = search.best_estimator_
+    assert best.batch_size_ == (120 if best.batch_size == "auto" else 16)
+    assert not hasattr(clone(best), "batch_size_")

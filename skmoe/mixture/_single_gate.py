@@ -1,6 +1,11 @@
 """What the single-gate estimators share: their parameters and their torch module."""
 
-from .._base import SCORING_DOC, BaseMixtureOfExperts, learning_rate_doc
+from .._base import (
+    BATCH_SIZE_DOC,
+    SCORING_DOC,
+    BaseMixtureOfExperts,
+    learning_rate_doc,
+)
 from .._preprocessing import INPUT_PARAMETERS_DOC
 from ..nn import MixtureOfExperts
 
@@ -27,9 +32,8 @@ PARAMETERS_DOC = (
         Strength of the L2 penalty on the weights (not the biases), as in
         ``MLPClassifier``: each batch's loss gains ``alpha / 2 * ||W||^2 /
         batch_size`` (the batch size counted in sample weight).
-    batch_size : int or "auto", default="auto"
-        Minibatch size; ``"auto"`` is ``min(200, n_samples)``.
 """
+    + BATCH_SIZE_DOC
     + learning_rate_doc("cosine")
     + """\
     learning_rate_init : float, default=1e-3
@@ -108,6 +112,9 @@ ATTRIBUTES_DOC = """\
         Best validation score with early stopping.
     n_iter_ : int
         Number of epochs run.
+    batch_size_ : int
+        Minibatch size of the last ``fit`` or ``partial_fit`` (``batch_size``
+        resolved on its training rows).
     expert_usage_ : ndarray of shape (n_experts,)
         Mean gate weight each expert received during the last training epoch; it
         sums to one. A collapsed gate shows as a few entries near one.

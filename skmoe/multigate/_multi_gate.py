@@ -5,7 +5,12 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._base import SCORING_DOC, BaseMixtureOfExperts, learning_rate_doc
+from .._base import (
+    BATCH_SIZE_DOC,
+    SCORING_DOC,
+    BaseMixtureOfExperts,
+    learning_rate_doc,
+)
 from .._preprocessing import INPUT_PARAMETERS_DOC
 from ..nn import MultiGateMixtureOfExperts
 from ..nn.multigate import ARCHITECTURES
@@ -57,9 +62,8 @@ PARAMETERS_DOC = (
         Strength of the L2 penalty on the weights (not the biases), as in
         ``MLPClassifier``: each batch's loss gains ``alpha / 2 * ||W||^2 /
         batch_size`` (the batch size counted in sample weight).
-    batch_size : int or "auto", default="auto"
-        Minibatch size; ``"auto"`` is ``min(200, n_samples)``.
 """
+    + BATCH_SIZE_DOC
     + learning_rate_doc("constant")
     + """\
     learning_rate_init : float, default=1e-3
@@ -135,6 +139,9 @@ ATTRIBUTES_DOC = """\
         Best validation score with early stopping.
     n_iter_ : int
         Number of epochs run.
+    batch_size_ : int
+        Minibatch size of the last ``fit`` or ``partial_fit`` (``batch_size``
+        resolved on its training rows).
     expert_usage_ : ndarray of shape (n_tasks, n_experts)
         Mean gate weight each task gave each expert during the last training epoch
         (last level for ``"ple"``); each row sums to one. Experts are ordered shared
