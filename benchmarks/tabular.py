@@ -50,9 +50,9 @@ Models, each with its defaults:
   defaults), when ``pytabkit`` is installed and asked for with ``--models``.
 
 A ``--models`` name such as ``"skmoe n_experts=1, max_iter=200"`` is skmoe's defaults
-with those settings; two settings are rules of the training-set size ``n`` instead of
-values: ``batch_size=n//k`` (``clip(n // k, 32, 200)``) and ``min_steps=S`` (``max_iter``
-raised until the fit takes at least ``S`` optimizer steps).
+with those settings; two settings are rules of the training-set size ``n`` instead
+of values: ``batch_size=n//k`` (``clip(n // k, 32, 200)``) and ``min_steps=S``
+(``max_iter`` raised until the fit takes at least ``S`` optimizer steps).
 
 Run ``flock /tmp/skmoe-bench.lock python benchmarks/tabular.py`` (one torch thread);
 ``--quick`` is the smoke test CI runs. The script writes one CSV row per
@@ -312,7 +312,8 @@ def _apply_candidate_rules(params, n_rows):
         batch = params.get("batch_size", "auto")
         batch = min(200, n_rows) if batch == "auto" else min(batch, n_rows)
         per_epoch = -(-n_rows // batch)
-        params["max_iter"] = max(params.get("max_iter", 100), -(-min_steps // per_epoch))
+        epochs = -(-min_steps // per_epoch)
+        params["max_iter"] = max(params.get("max_iter", 100), epochs)
 
 
 # The training recipe before the ``--sweep`` that chose the current one.
