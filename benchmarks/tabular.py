@@ -53,6 +53,9 @@ A ``--models`` name such as ``"skmoe n_experts=1, max_iter=200"`` is skmoe's def
 with those settings; two settings are rules of the training-set size ``n`` instead
 of values: ``batch_size=n//k`` (``clip(n // k, 32, 200)``) and ``min_steps=S``
 (``max_iter`` raised until the fit takes at least ``S`` optimizer steps).
+``scoring=loss`` is early stopping's validation loss: ``"neg_log_loss"`` for a
+classifier, ``None`` (R², which orders epochs as the squared error does) for a
+regressor.
 
 Run ``flock /tmp/skmoe-bench.lock python benchmarks/tabular.py`` (one torch thread);
 ``--quick`` is the smoke test CI runs. The script writes one CSV row per
@@ -264,6 +267,10 @@ def make_model(name, task, X, seed, overrides=None):
         params.update(overrides)  # --quick's epochs win
         if not classification:
             params.pop("label_smoothing", None)  # a classifier's parameter
+        if params.get("scoring") == "loss":  # early stopping on the validation loss
+            # R² on the validation rows is one minus their squared error over a
+            # constant, so it orders epochs as the regressor's loss does.
+            params["scoring"] = "neg_log_loss" if classification else None
         if name == "skmoe (old defaults)":
             return make_pipeline(_mlp_preprocessing(X), Estimator(**params))
         return Estimator(**params)
@@ -539,6 +546,12 @@ SWEEP = (
     "skmoe batch_size=n//8",
     "skmoe batch_size=n//16",
     "skmoe min_steps=1000",
+    # Early stopping on the validation loss (log loss for classifiers; R², i.e. the
+    # squared error, for regressors), the best epoch's weights restored.
+    "skmoe early_stopping=True, max_iter=200, n_iter_no_change=20, scoring=loss",
+    "skmoe early_stopping=True, max_iter=200, n_iter_no_change=20, scoring=loss, "
+    "learning_rate=constant",
+    "skmoe early_stopping=True, max_iter=300, n_iter_no_change=20, scoring=loss",
 )
 
 if __name__ == "__main__":
