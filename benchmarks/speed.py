@@ -28,8 +28,10 @@ Sections
    experts of 64 units, a linear tower per task), CGC (2 shared experts and 1 per
    task), PLE (the same, 2 levels) and shared-bottom (one 64-unit network), against
    the single-gate ``MixtureOfExpertsClassifier`` with the same 4 experts on the
-   same two outputs, and against ``MLPClassifier`` with as many active hidden units
-   (256 for the 4 dense experts, 64 for shared-bottom) on the same multilabel target.
+   same two outputs (and, for PLE, with 4 experts of two 64-unit layers, as deep as
+   PLE's two levels), and against ``MLPClassifier`` with as many parameters (all
+   active: the gates are dense) and as many hidden layers as the model has levels,
+   on the same multilabel target.
 7. On a CUDA device, when torch sees one: samples/s of section 1's model at batch 256
    and 4096 (the estimator copies the data to the device once), the fraction of the
    card's float32 matrix-product peak (timed on an 8192 x 8192 product) that reaches,
@@ -361,6 +363,16 @@ def section_grid(X, y, args, rows):
         )
 
 
+def mlp_width(n_params, n_in, n_out, depth):
+    """Width of an MLP with ``depth`` equal hidden layers whose parameter count is
+    nearest ``n_params``."""
+
+    def count(w):
+        return (n_in + 1) * w + (depth - 1) * (w + 1) * w + (w + 1) * n_out
+
+    return min(range(1, 4097), key=lambda w: abs(count(w) - n_params))
+
+
 def section_multigate(X, y, args, rows):
     epochs = args.epochs
     tasks = np.column_stack([y % 2, y // 2])  # two binary tasks
@@ -373,8 +385,10 @@ def section_multigate(X, y, args, rows):
         device="cpu",
         expert_hidden_layer_sizes=(64,),
     )
+    single_name = "single-gate MoE, 4 experts"
+    deep_name = "single-gate MoE, 4 experts of (64, 64)"
     models = {
-        "single-gate MoE, 4 experts": MixtureOfExpertsClassifier(n_experts=4, **common),
+        single_name: MixtureOfExpertsClassifier(n_experts=4, **common),
         "MMoE, 4 experts": MultiGateMoEClassifier(n_experts=4, **common),
         "CGC, 2 shared + 2 task experts": MultiGateMoEClassifier(
             architecture="cgc", n_experts=2, n_task_experts=1, **common
@@ -385,32 +399,49 @@ def section_multigate(X, y, args, rows):
         "shared-bottom, 64 units": MultiGateMoEClassifier(
             architecture="shared_bottom", **common
         ),
+        # PLE's experts over its two levels are two layers deep: the single-gate
+        # model with experts as deep is its like-for-like reference.
+        deep_name: MixtureOfExpertsClassifier(
+            n_experts=4, **{**common, "expert_hidden_layer_sizes": (64, 64)}
+        ),
     }
+    # Each model's MLP has its parameter count (every parameter is active: the
+    # gates are dense) and as many hidden layers as the model has levels of experts.
+    widths = {}
+    for name, model in models.items():
+        model.set_params(max_iter=1).fit(X[:512], tasks[:512])
+        model.set_params(max_iter=epochs)
+        n_params = sum(p.numel() for p in model.module_.parameters())
+        depth = 2 if name in ("PLE, 2 levels", deep_name) else 1
+        hidden = (mlp_width(n_params, X.shape[1], tasks.shape[1], depth),) * depth
+        widths[name] = (hidden, n_params)
     mlps = {
-        width: MLPClassifier(
-            (width,),
+        hidden: MLPClassifier(
+            hidden,
             max_iter=epochs,
             batch_size=256,
             tol=0,
             n_iter_no_change=10**6,
             random_state=0,
         )
-        for width in (256, 64)
+        for hidden, _ in widths.values()
     }
     fns = {name: lambda m=m: m.fit(X, tasks) for name, m in models.items()}
-    fns.update({f"mlp {w}": lambda m=m: m.fit(X, tasks) for w, m in mlps.items()})
+    fns.update({hidden: lambda m=m: m.fit(X, tasks) for hidden, m in mlps.items()})
     t = timed_together(fns, args.repeat)
-    single = t["single-gate MoE, 4 experts"]
     for name in models:
-        mlp = t["mlp 64"] if name.startswith("shared") else t["mlp 256"]
-        width = 64 if name.startswith("shared") else 256
+        hidden, n_params = widths[name]
+        n_mlp = sum(p.size for p in mlps[hidden].coefs_ + mlps[hidden].intercepts_)
+        reference = ""
+        if name == "PLE, 2 levels":
+            reference = f"{t[name] / t[deep_name]:.2f} x single-gate (64, 64); "
         rows.append(
             (
-                f"8. {name} fit",
+                f"8. {name} fit ({n_params:,} parameters)",
                 "s / epoch",
                 f"{t[name] / epochs:.3f}",
-                f"{t[name] / single:.2f} x single-gate; "
-                f"{t[name] / mlp:.2f} x MLP({width})",
+                f"{t[name] / t[single_name]:.2f} x single-gate; {reference}"
+                f"{t[name] / t[hidden]:.2f} x MLP{hidden} ({n_mlp:,} parameters)",
             )
         )
 

@@ -511,6 +511,14 @@ def _weighted_quantiles(column, weights, quantiles):
     values, weights = column[keep], weights[keep]
     if not values.size:
         return np.full(len(quantiles), np.nan)
+    if (weights == 1.0).all():
+        # Unit weights: the cumulative weight of the i-th smallest value is exactly
+        # i + 1, so the sought positions are known and a partial sort finds the same
+        # values as the full one (several times faster on large columns).
+        n = len(values)
+        target = np.asarray(quantiles, dtype=np.float64) * float(n)
+        index = np.clip(np.ceil(target).astype(np.intp) - 1, 0, n - 1)
+        return np.partition(values, index)[index]
     order = np.argsort(values, kind="stable")
     values, cumulative = values[order], np.cumsum(weights[order])
     index = np.searchsorted(cumulative, np.asarray(quantiles) * cumulative[-1])

@@ -211,6 +211,25 @@ def test_no_scaling_changes_nothing_and_scaling_is_robust():
     assert scaled.score(X, y) > 0.9
 
 
+def test_unit_weight_quantiles_equal_the_weighted_rule():
+    # Unit weights take a partial sort; any other constant weight the cumulative
+    # rule. Both must pick the same values, ties, NaN and zero weights included.
+    from skmoe._preprocessing import _weighted_quantiles
+
+    rng = np.random.default_rng(0)
+    quantiles = [(0.25, 0.5, 0.75), np.linspace(0.0, 1.0, 17), (0.0, 1 / 3, 1.0)]
+    for n in (1, 2, 3, 7, 50, 301):
+        for column in (rng.normal(size=n), rng.integers(0, 4, size=n) * 1.0):
+            column[rng.random(n) < 0.1] = np.nan
+            ones = np.ones(n)
+            ones[rng.random(n) < 0.2] = 0.0  # absent rows
+            for q in quantiles:
+                np.testing.assert_array_equal(
+                    _weighted_quantiles(column, ones, q),
+                    _weighted_quantiles(column, 2.0 * ones, q),
+                )
+
+
 def test_partial_fit_keeps_the_first_calls_encoder():
     est = MixtureOfExpertsClassifier(**FAST)
     est.partial_fit(X_FRAME[:120], Y_CLS[:120], classes=["high", "low"])
