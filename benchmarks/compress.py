@@ -315,7 +315,7 @@ def _against_random(rows, datasets, loss):
             theirs = by_key.get((k, recipe, "random", ds), {})
             diff = [mine[s] - theirs[s] for s in mine if s in theirs]
             mean, sd = _mean_sd(diff) if diff else (float("nan"),) * 2
-            cells.append(f"{mean:+.1f} ± {sd:.1f}")
+            cells.append(f"{mean:+.1f} ± {sd / np.sqrt(len(diff)):.1f} ({len(diff)})")
             means.append(mean)
         if not np.all(np.isnan(means)):
             lines.append(
@@ -327,7 +327,8 @@ def _against_random(rows, datasets, loss):
         return []
     return [
         "\nPoints lost minus random choice's points lost with the same fine-tuning, "
-        "paired by seed (mean ± standard deviation; negative: better than random):\n",
+        "paired by seed (mean ± standard error of the mean, and the seeds; "
+        "negative: better than random):\n",
         "| experts: variant | " + " | ".join([*datasets, "mean"]) + " |",
         "|" + "---|" * (len(datasets) + 2),
         *lines,

@@ -6,6 +6,7 @@ import pytest
 from _scripts import ROOT, run_script
 
 SCRIPT = ROOT / "benchmarks" / "compress.py"
+CHOICE = ROOT / "benchmarks" / "prune_choice.py"
 
 pytestmark = pytest.mark.skipif(
     not SCRIPT.is_file(), reason="benchmarks are not part of this install"
@@ -27,3 +28,14 @@ def test_compress_quick(tmp_path):
     summary = table.read_text()
     timing = re.compile(r"^\|.*\| [0-9.]+ \|$", re.M)  # the size table's last column
     assert timing.sub("", again.read_text()) == timing.sub("", summary)
+
+
+def test_prune_choice_quick(tmp_path):
+    rows = tmp_path / "rows.csv"
+    out = run_script(CHOICE, "--quick", "--csv", rows).stdout
+    for chooser in ("greedy", "greedy, fidelity", "greedy, held-out quarter"):
+        cell = r"[-+][0-9.]+ ± [0-9.]+ \(2\)"
+        assert re.search(rf"^\| {re.escape(chooser)} \| {cell} \|$", out, re.M), out
+    assert "mean of random draws" in out
+    # The saved rows give the same tables without fitting anything.
+    assert run_script(CHOICE, "--from-csv", rows).stdout in out
