@@ -103,7 +103,7 @@ _ARCHITECTURES = {
         dict(architecture="shared_bottom", expert_hidden_layer_sizes=WIDE),
     ),
     "shared-bottom-towers": (
-        "shared bottom [128-64], towers [32]",
+        "shared bottom [128-64] + towers [32]",
         dict(
             architecture="shared_bottom",
             expert_hidden_layer_sizes=(128, 64),
