@@ -15,14 +15,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 MODELS = (
-    "separate (3 fits)",
-    "shared bottom",
-    "shared bottom + uncertainty",
-    "MMoE",
-    "MMoE + uncertainty",
-    "PLE",
-    "PLE + uncertainty",
-    "MMoE + gradnorm",
+    "separate 4 x [64]",
+    "separate 4 x [64-64]",
+    "separate 1 x [128-128]",
+    "shared bottom [128-128]",
+    "shared bottom [128-64] + towers [32]",
+    "MMoE 4 x [64-64]",
+    "PLE (2+1) x [64-64]",
+    "shared bottom [128-64] + towers [32] + uncertainty",
+    "MMoE 4 x [64-64] + uncertainty",
+    "PLE (2+1) x [64-64] + uncertainty",
+    "MMoE 4 x [64-64] + gradnorm",
 )
 
 
@@ -39,3 +42,15 @@ def test_multitask_benchmark_quick(tmp_path):
 def test_esmm_benchmark_quick():
     out = run_script(ROOT / "benchmarks" / "esmm.py", "--quick", timeout=120).stdout
     assert "| 0 | plain | " in out and "| 0 | chained | " in out, out
+
+
+def test_multitask_benchmark_runs_the_models_asked_for(tmp_path):
+    args = ("--quick", "--out", tmp_path, "--models", "separate,mmoe")
+    out = run_script(SCRIPT, *args, timeout=240).stdout
+    rows = [line for line in out.splitlines()[2:] if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| separate 4 x [64]",
+        "| MMoE 4 x [64-64]",
+    ], out
+    refused = run_script(SCRIPT, "--models", "mmoe,tree", expect_returncode=2)
+    assert "unknown model 'tree'" in refused.stderr
