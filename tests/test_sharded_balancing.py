@@ -96,23 +96,25 @@ def _data(weighted):
     return x, direction, w
 
 
-def _step_of(layer, path, x, direction, weighted):
-    """One training step of ``layer`` on some rows, by ``path``."""
+def _step_of(module, path, x, direction, weighted):
+    """One training step of ``module`` (single- or multi-gate) on some rows, by
+    ``path``: ``"training_step"``, or a forward pass and autograd, through the fused
+    mixture (``"fused"``) or not (``"autograd"``)."""
 
     def step(rows, w, mean_total, reducer):
-        layer.balancing_reducer = reducer
-        layer.zero_grad(set_to_none=True)
+        module.balancing_reducer = reducer
+        module.zero_grad(set_to_none=True)
         task = _linear_task(direction[rows], w, mean_total)
         sample_weight = w if weighted else None
         if path == "training_step":
-            loss = layer.training_step(x[rows], task, sample_weight)
+            loss = module.training_step(x[rows], task, sample_weight)
             assert loss is not None
         else:
-            layer.fused_training = path == "fused"
-            out = layer(x[rows], sample_weight=sample_weight)
-            loss = task(out)[0] + auxiliary_loss(layer)
+            module.fused_training = path == "fused"
+            out = module(x[rows], sample_weight=sample_weight)
+            loss = task(out)[0] + auxiliary_loss(module)
             loss.backward()
-        grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
+        grads = {n: p.grad.clone() for n, p in module.named_parameters()}
         return loss.detach(), grads
 
     return step
@@ -163,23 +165,7 @@ def test_the_multi_gate_module_balances_over_the_shards(architecture, weighted, 
             load_balancing_coef=0.3,
             router_z_loss_coef=0.05,
         ).double()
-    model.train()
-
-    def step(rows, weights, mean_total, reducer):
-        model.balancing_reducer = reducer
-        model.zero_grad(set_to_none=True)
-        task = _linear_task(direction[rows], weights, mean_total)
-        sample_weight = weights if weighted else None
-        if path == "training_step":
-            loss = model.training_step(x[rows], task, sample_weight)
-            assert loss is not None
-        else:
-            out = model(x[rows], sample_weight=sample_weight)
-            loss = task(out)[0] + auxiliary_loss(model)
-            loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-        return loss.detach(), grads
-
+    step = _step_of(model.train(), path, x, direction, weighted)
     full_weight = torch.ones(20, dtype=torch.float64) if w is None else w
     expected = step(slice(None), full_weight, full_weight.sum(), None)
     _assert_shards_average_to(_sharded(step, 20, w), expected)
