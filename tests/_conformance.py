@@ -4,8 +4,9 @@ FLOAT32_WEIGHTS = (
     "float32 rounding: a row of weight k and k copies of it sum in a different order "
     "and round differently, and 60 Adam steps carry differences of a few 1e-7 into "
     "the predictions, above the check's 1e-7 tolerance. Every term of the objective "
-    "is weighted (balancing losses included): tests/test_training.py shows the same "
-    "one-batch training in float64 agrees to 1e-10, and the estimators to 1e-5."
+    "is weighted (balancing losses included): tests/test_training.py (and "
+    "tests/test_embedded_weights.py, with embeddings) shows the same one-batch "
+    "training in float64 agrees to 1e-10, and the estimators to 1e-5."
 )
 NOISY_WEIGHTS = (
     "Noisy and switch gating draw random noise for each row while training: k copies "

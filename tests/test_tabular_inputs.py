@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from _conformance import expected_failed_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import skmoe
@@ -283,11 +284,7 @@ CHECKED = dict(FAST, max_iter=60, expert_hidden_layer_sizes=(16,))
         MixtureOfExpertsClassifier(num_embedding="periodic", **CHECKED),
         MixtureOfExpertsRegressor(num_embedding="piecewise_linear", **CHECKED),
     ],
-    expected_failed_checks=lambda est: {
-        "check_sample_weight_equivalence_on_dense_data": (
-            "Minibatch stochastic training; see tests/_conformance.py."
-        )
-    },
+    expected_failed_checks=expected_failed_checks,
 )
 def test_sklearn_checks_with_embeddings(estimator, check):
     check(estimator)

@@ -272,9 +272,23 @@ class EmbeddedModel(nn.Module):
         self.embedding = embedding
         self.body = body
 
-    def forward(self, x):
-        """The mixture's output on the embedded ``x``."""
-        return self.body(self.embedding(x))
+    def forward(self, x, sample_weight=None):
+        """The mixture's output on the embedded ``x``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, n_columns)
+        sample_weight : torch.Tensor of shape (batch,) or None, default=None
+            Row weights of the mixture's balancing statistics in training mode
+            (see :meth:`MixtureOfExperts.forward <skmoe.nn.MixtureOfExperts.forward>`).
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        if sample_weight is None:
+            return self.body(self.embedding(x))
+        return self.body(self.embedding(x), sample_weight=sample_weight)
 
     def gate_weights(self, x):
         """The mixture's gate weights on the embedded ``x``."""

@@ -242,8 +242,7 @@ class MixtureOfExperts(nn.Module):
             gate_params += (gate.noise.weight, gate.noise.bias)
         if not all(p.requires_grad for p in (*bank_params, *gate_params)):
             return None
-        device_type = x.device.type
-        if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        if autocast_on(x):
             return None
         with torch.no_grad():
             saved = self.gate.score_inputs(x)
@@ -343,10 +342,13 @@ def _fusable(x):
     """Whether the fused training pass applies: grad on, a batch, no autocast."""
     if not torch.is_grad_enabled() or x.ndim != 2 or x.shape[0] == 0:
         return False
+    return not autocast_on(x)
+
+
+def autocast_on(x):
+    """Whether autocast is on for ``x``'s device (the written-out passes refuse it)."""
     device_type = x.device.type
-    return device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(
-        device_type
-    )
+    return device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)
 
 
 def auxiliary_loss(module):

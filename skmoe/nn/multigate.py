@@ -30,6 +30,7 @@ from .fused import (
     routing_losses,
 )
 from .gates import Gate
+from .layer import autocast_on
 from .losses import balancing_loss
 from .routing import is_proven
 
@@ -291,8 +292,7 @@ class MultiGateMixtureOfExperts(nn.Module):
             return None
         if not self._fast_path_ready():
             return None
-        device_type = x.device.type
-        if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        if autocast_on(x):
             return None
         with torch.no_grad():
             return _written_out_step(self, x, loss_and_grad, sample_weight)
