@@ -47,7 +47,9 @@ Models, each with its defaults:
 * ``MLP``: scikit-learn's ``MLP{Classifier,Regressor}()`` behind median imputation,
   ``StandardScaler`` and one-hot encoding (regression targets standardised);
 * ``RealMLP`` and ``TabM`` (``pytabkit``'s ``RealMLP_TD_*`` and ``TabM_D_*``, their
-  defaults), when ``pytabkit`` is installed and asked for with ``--models``.
+  defaults), when ``pytabkit`` is installed and asked for with ``--models``; missing
+  values in numerical columns, which ``pytabkit`` refuses, are filled with the
+  training medians first.
 
 A ``--models`` name such as ``"skmoe n_experts=1, max_iter=200"`` is skmoe's defaults
 with those settings; two settings are rules of the training-set size ``n`` instead
@@ -75,6 +77,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.datasets import (
     load_breast_cancer,
@@ -303,8 +306,22 @@ def make_model(name, task, X, seed, overrides=None):
             ("TabM", True): TabM_D_Classifier,
             ("TabM", False): TabM_D_Regressor,
         }[name, classification]
-        return Estimator(random_state=seed, n_threads=1, device="cpu")
+        model = Estimator(random_state=seed, n_threads=1, device="cpu")
+        # pytabkit refuses NaN in numerical columns: fill them with the training
+        # medians (categorical columns keep their dtype and missing values).
+        return make_pipeline(_NumericMedians(), model)
     raise ValueError(f"unknown model {name!r}")
+
+
+class _NumericMedians(TransformerMixin, BaseEstimator):
+    """Missing values of a DataFrame's numerical columns -> the training medians."""
+
+    def fit(self, X, y=None):
+        self.medians_ = X.select_dtypes("number").median()
+        return self
+
+    def transform(self, X):
+        return X.fillna(self.medians_)
 
 
 def _apply_candidate_rules(params, n_rows):
