@@ -333,8 +333,9 @@ def _apply_candidate_rules(params, n_rows):
         params["batch_size"] = int(np.clip(n_rows // int(batch[3:]), 32, 200))
     min_steps = params.pop("min_steps", None)
     if min_steps is not None:
-        batch = params.get("batch_size", "auto")
-        batch = min(200, n_rows) if batch == "auto" else min(batch, n_rows)
+        # The estimators' own rule for the batch size a fit takes.
+        probe = MixtureOfExpertsRegressor(batch_size=params.get("batch_size", "auto"))
+        batch = probe._batch_size(n_rows)
         per_epoch = -(-n_rows // batch)
         epochs = -(-min_steps // per_epoch)
         params["max_iter"] = max(params.get("max_iter", 100), epochs)

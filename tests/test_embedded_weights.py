@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 import torch
 from test_tabular_inputs import X_FRAME, Y_REG
+from test_training import weighted_and_repeated_fits
 
 from skmoe import MixtureOfExpertsRegressor
-from skmoe._engine import (
-    Batches,
-    DenseRows,
-    MultiOutputCrossEntropy,
-    make_optimizer,
-    run_epoch,
-)
 from skmoe._engine.trainer import accepts_sample_weight
 from skmoe.nn import MixtureOfExperts, MultiGateMixtureOfExperts, auxiliary_loss
 from skmoe.nn.embeddings import EmbeddedModel, FeatureEmbedding
@@ -99,18 +93,6 @@ def test_forward_weighs_the_mixture_s_balancing_statistics(kind, mixture):
     assert not torch.allclose(auxiliary_loss(model), weighted)
 
 
-def _fit_rows(x, y, w, fused):
-    """An embedded model after 20 one-batch epochs on ``x``, ``y``, weights ``w``."""
-    module = _model("single", top_k=2)
-    module.body.fused_training = fused
-    optimizer = make_optimizer(module, 1e-2, 1e-3, torch.device("cpu"))
-    data = Batches(DenseRows(x), y, w)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(20):
-        run_epoch(module, MultiOutputCrossEntropy([3]), optimizer, data, 100, gen)
-    return module.eval()
-
-
 @pytest.mark.parametrize("fused", [True, False], ids=["fused node", "composed"])
 def test_weights_equal_repeated_rows_to_float64_rounding_in_one_batch(fused):
     # A row of weight k counts as k copies of it, in the task loss and in the
@@ -119,15 +101,14 @@ def test_weights_equal_repeated_rows_to_float64_rounding_in_one_batch(fused):
     x = _rows(15, gen)
     y = torch.randint(0, 3, (15, 1), generator=gen)
     w = torch.randint(0, 5, (15,), generator=gen)
-    weighted = _fit_rows(x, y, w.double(), fused)
-    repeated = _fit_rows(
-        x.repeat_interleave(w, 0),
-        y.repeat_interleave(w, 0),
-        torch.ones(int(w.sum()), dtype=torch.float64),
-        fused,
-    )
-    with torch.no_grad():
-        torch.testing.assert_close(weighted(x), repeated(x), rtol=1e-10, atol=1e-12)
+
+    def make_module():
+        module = _model("single", top_k=2)
+        module.body.fused_training = fused
+        return module
+
+    weighted, repeated = weighted_and_repeated_fits(make_module, x, y, w)
+    torch.testing.assert_close(weighted, repeated, rtol=1e-10, atol=1e-12)
 
 
 def test_integer_weight_equals_repeating_the_row_with_categories():

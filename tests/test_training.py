@@ -61,15 +61,10 @@ def test_integer_weight_equals_repeating_the_row(regression, routing):
     )
 
 
-@pytest.mark.parametrize("routing", WEIGHTED_ROUTINGS, ids=["dense", "top-2", "top-1"])
-def test_weights_equal_repeated_rows_to_float64_rounding_in_one_batch(routing):
-    # What keeps scikit-learn's sample-weight equivalence checks (rtol 1e-7) an
-    # expected failure is float32 rounding alone: the same training in float64
-    # agrees to 1e-10, balancing losses included.
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(15, 6, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (15, 1), generator=gen)
-    w = torch.randint(0, 5, (15,), generator=gen)
+def weighted_and_repeated_fits(make_module, x, y, w):
+    """``make_module()``'s outputs on ``x`` after 20 one-batch epochs on the rows
+    ``x`` of weights ``w``, then after the same on each row repeated ``w`` times
+    with unit weights; both start from the same weights (float64 modules)."""
     fits = []
     for rows, targets, weights in (
         (x, y, w.double()),
@@ -80,13 +75,29 @@ def test_weights_equal_repeated_rows_to_float64_rounding_in_one_batch(routing):
         )
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            module = MixtureOfExperts(6, 3, **{"n_experts": 4, **routing}).double()
+            module = make_module()
         optimizer = make_optimizer(module, 1e-2, 1e-3, torch.device("cpu"))
         data = Batches(DenseRows(rows), targets, weights)
         gen = torch.Generator().manual_seed(1)
         for _ in range(20):
             run_epoch(module, MultiOutputCrossEntropy([3]), optimizer, data, 100, gen)
-        fits.append(module.eval()(x))
+        with torch.no_grad():
+            fits.append(module.eval()(x))
+    return fits
+
+
+@pytest.mark.parametrize("routing", WEIGHTED_ROUTINGS, ids=["dense", "top-2", "top-1"])
+def test_weights_equal_repeated_rows_to_float64_rounding_in_one_batch(routing):
+    # What keeps scikit-learn's sample-weight equivalence checks (rtol 1e-7) an
+    # expected failure is float32 rounding alone: the same training in float64
+    # agrees to 1e-10, balancing losses included.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(15, 6, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (15, 1), generator=gen)
+    w = torch.randint(0, 5, (15,), generator=gen)
+    fits = weighted_and_repeated_fits(
+        lambda: MixtureOfExperts(6, 3, **{"n_experts": 4, **routing}).double(), x, y, w
+    )
     torch.testing.assert_close(fits[0], fits[1], rtol=1e-10, atol=1e-12)
 
 
