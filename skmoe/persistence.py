@@ -14,10 +14,12 @@ A saved model is one `safetensors <https://github.com/huggingface/safetensors>`_
   tensor's name, dtype, shape and bytes, checked before anything is built.
 
 Loading parses JSON, raw tensors and skops data only, so a tampered file can make
-loading fail but cannot run code: skops builds only types on its trusted list, and
-:func:`load` refuses a file naming any other type unless the caller trusts it. The
-tensors' shapes are checked against the architecture the parameters describe before
-any module is allocated.
+loading fail but cannot run code: skops builds only types on its trusted list (plus
+those in ``_TRUSTED_TYPES``), and :func:`load` refuses a file naming any other type
+unless the caller trusts it. :func:`save` checks the same list before writing, so
+what it writes with its defaults, :func:`load` reads with its defaults. The tensors'
+shapes are checked against the architecture the parameters describe before any module
+is allocated.
 """
 
 import base64
@@ -30,6 +32,7 @@ import numpy as np
 import safetensors
 import sklearn
 import sklearn.base
+import sklearn.feature_selection
 import sklearn.utils.validation
 import torch
 from safetensors import SafetensorError, safe_open
@@ -58,7 +61,7 @@ _ESTIMATORS = {
 _TUPLE_PARAMS = ("expert_hidden_layer_sizes", "tower_hidden_layer_sizes")
 
 
-def save(estimator, path):
+def save(estimator, path, trusted=None):
     """Write a fitted skmoe estimator, or a fitted Pipeline holding some, to ``path``.
 
     Parameters
@@ -71,6 +74,14 @@ def save(estimator, path):
     path : str or os.PathLike
         Destination file; ``.safetensors`` is the customary suffix. Its folder must
         exist.
+    trusted : list of str or None, default=None
+        For a Pipeline or another scikit-learn object: types, named
+        ``"module.Class"``, that :func:`load` does not build by default (a transformer
+        of your own, a function that is not a NumPy or SciPy ufunc) and that you
+        accept to write. A file holding them loads only with the same ``trusted=``
+        given to :func:`load`. ``None`` accepts only what :func:`load` builds by
+        default: scikit-learn's estimators, transformers and feature-selection score
+        functions, NumPy's and SciPy's arrays, dtypes and ufuncs.
 
     Raises
     ------
@@ -79,9 +90,16 @@ def save(estimator, path):
     ValueError
         If the estimator is not fitted, or a parameter that shapes its network
         changed since it was fitted (the file would describe another network).
+    TypeError
+        If the object holds a type :func:`load` would refuse and ``trusted`` does not
+        name it, or an object that cannot be rebuilt from the file (a lambda, a
+        function defined inside another); the message names it, and nothing is
+        written. Also if ``trusted`` is not a list of type names.
 
     Notes
     -----
+    Before writing a Pipeline, ``save`` rebuilds its scikit-learn part from the bytes
+    it is about to write, as :func:`load` will, so a file it writes opens.
     The optimizer's state is not saved: ``partial_fit`` or a warm-started ``fit`` after
     :func:`load` starts Adam afresh. A ``random_state`` given as a ``RandomState``
     instance is saved as ``None``.
@@ -98,6 +116,7 @@ def save(estimator, path):
     >>> (skmoe.load(path).predict(X) == clf.predict(X)).all()
     np.True_
     """
+    _allowed(trusted)  # a TypeError for a malformed list, before anything else
     folder = Path(path).parent
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -119,7 +138,7 @@ def save(estimator, path):
         document.update(_estimator_document(estimator))
         tensors = _module_tensors(estimator, "")
     else:
-        skops_bytes, parts = _dump_composite(estimator)
+        skops_bytes, parts = _dump_composite(estimator, trusted)
         document["estimators"] = [_estimator_document(part) for part in parts]
         tensors = {}
         for i, part in enumerate(parts):
@@ -144,9 +163,10 @@ def load(path, device=None, trusted=None):
     trusted : list of str or None, default=None
         For a file holding a Pipeline or another scikit-learn object: types, named
         ``"module.Class"``, to build although they are not on skops' list of trusted
-        types (scikit-learn's, NumPy's and SciPy's usual ones) or skmoe's. Only list
-        types whose code you trust: building them may run it. ``None`` trusts nothing
-        more.
+        types (scikit-learn's estimators and transformers, NumPy's and SciPy's arrays
+        and ufuncs) or skmoe's (NumPy dtypes, scikit-learn's feature-selection score
+        functions and skmoe's placeholder). Only list types whose code you trust:
+        building them may run it. ``None`` trusts nothing more.
 
     Returns
     -------
@@ -158,6 +178,8 @@ def load(path, device=None, trusted=None):
     ValueError
         If the file is not a skmoe model, is truncated, fails its checksum, names an
         untrusted type, or was written by a newer skmoe format.
+    TypeError
+        If ``trusted`` is not a list of type names.
 
     Examples
     --------
@@ -172,6 +194,7 @@ def load(path, device=None, trusted=None):
     >>> bool((loaded.predict(X) == reg.predict(X)).all())
     True
     """
+    _allowed(trusted)  # a TypeError for a malformed list, before reading anything
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
@@ -267,6 +290,27 @@ class _SavedEstimator:
 
 
 _SLOT_TYPE = f"{__name__}.{_SavedEstimator.__qualname__}"
+# Types skops does not trust by default that load builds anyway, each harmless to
+# build: the placeholder holds one int; skops rebuilds a ``numpy.dtype`` (which fitted
+# SimpleImputer, KBinsDiscretizer and others keep) from an empty array read with
+# ``np.load(allow_pickle=False)``, calling nothing the file names; and the feature
+# selectors' score functions (``SelectKBest``'s default among them) are looked up by
+# name, not called, while loading, and only compute statistics of the data given them.
+_TRUSTED_TYPES = (
+    _SLOT_TYPE,
+    "numpy.dtype",
+    *(
+        f"{function.__module__}.{function.__name__}"
+        for function in (
+            sklearn.feature_selection.chi2,
+            sklearn.feature_selection.f_classif,
+            sklearn.feature_selection.f_regression,
+            sklearn.feature_selection.mutual_info_classif,
+            sklearn.feature_selection.mutual_info_regression,
+            sklearn.feature_selection.r_regression,
+        )
+    ),
+)
 
 
 def _skops():
@@ -301,8 +345,26 @@ def _reachable(obj, wanted, found=None, seen=None):
     return found
 
 
-def _dump_composite(obj):
-    """skops bytes of ``obj`` with its skmoe estimators replaced by placeholders."""
+def _allowed(trusted):
+    """The type names load builds: skops' defaults aside, ours and the caller's."""
+    if isinstance(trusted, str) or not all(
+        isinstance(name, str) for name in trusted or ()
+    ):
+        raise TypeError(
+            "trusted must be a list of type names such as ['module.Class'], "
+            f"got {trusted!r}."
+        )
+    return sorted({*_TRUSTED_TYPES, *(trusted or ())})
+
+
+def _untrusted(skops_io, data, trusted):
+    """The types named in the skops ``data`` that load would refuse, sorted."""
+    return sorted(set(skops_io.get_untrusted_types(data=data)) - set(_allowed(trusted)))
+
+
+def _dump_composite(obj, trusted):
+    """skops bytes of ``obj`` with its skmoe estimators replaced by placeholders,
+    checked to load as :func:`load` will load them."""
     if not isinstance(obj, sklearn.base.BaseEstimator):
         raise TypeError(
             "skmoe.save handles skmoe estimators and scikit-learn objects holding "
@@ -318,14 +380,32 @@ def _dump_composite(obj):
     sklearn.utils.validation.check_is_fitted(obj)
     skops_io = _skops()
     memo = {id(part): _SavedEstimator(i) for i, part in enumerate(parts)}
-    return skops_io.dumps(copy.deepcopy(obj, memo)), parts
+    data = skops_io.dumps(copy.deepcopy(obj, memo))
+    untrusted = _untrusted(skops_io, data, trusted)
+    if untrusted:
+        raise TypeError(
+            f"skmoe.save: this {type(obj).__name__} holds types that skmoe.load does "
+            f"not build by default: {untrusted}. Nothing was written. Replace them "
+            "with scikit-learn's own transformers or NumPy ufuncs, or, if whoever "
+            f"loads the file trusts their code, pass trusted={untrusted} to "
+            "skmoe.save and the same trusted= to skmoe.load."
+        )
+    try:
+        skops_io.loads(data, trusted=_allowed(trusted))
+    except Exception as exc:  # skops raises whatever rebuilding an object raised
+        raise TypeError(
+            f"skmoe.save: this {type(obj).__name__} could not be rebuilt from the "
+            f"file it would write ({type(exc).__name__}: {exc}). Nothing was "
+            "written. A lambda or a function defined inside another cannot be "
+            "found again by name; define it at the top level of a module."
+        ) from None
+    return data, parts
 
 
 def _load_composite(document, metadata, tensors, device, trusted):
     skops_io = _skops()
     data = base64.b64decode(metadata[_SKOPS_KEY], validate=True)
-    allowed = {_SLOT_TYPE, *(trusted or ())}
-    untrusted = sorted(set(skops_io.get_untrusted_types(data=data)) - allowed)
+    untrusted = _untrusted(skops_io, data, trusted)
     if untrusted:
         raise ValueError(
             f"it names types that are not trusted: {untrusted}. Nothing was loaded. "
@@ -339,7 +419,7 @@ def _load_composite(document, metadata, tensors, device, trusted):
         parts.append(_load_estimator(part, own, device))
     if sum(len(p.module_.state_dict()) for p in parts) != len(tensors):
         raise ValueError("it holds tensors that belong to no estimator")
-    skeleton = skops_io.loads(data, trusted=sorted(allowed))
+    skeleton = skops_io.loads(data, trusted=_allowed(trusted))
     slots = _reachable(skeleton, lambda o: isinstance(o, _SavedEstimator))
     if sorted(slot.index for slot in slots) != list(range(len(parts))):
         raise ValueError("its placeholders do not match the estimators it holds")

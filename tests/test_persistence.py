@@ -6,6 +6,7 @@ import pickle
 import joblib
 import numpy as np
 import pytest
+import sklearn.base
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -239,12 +240,17 @@ def _frame():
 
 def _pipeline():
     from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     preprocess = ColumnTransformer(
         [
-            ("num", StandardScaler(), ["age", "income"]),
+            (
+                "num",
+                make_pipeline(SimpleImputer(), StandardScaler()),
+                ["age", "income"],
+            ),
             ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
         ]
     )
@@ -338,6 +344,193 @@ def test_pipelines_without_skops_say_which_extra_to_install(tmp_path, monkeypatc
     with pytest.raises(ImportError, match=r"skmoe\[skops\]"):
         skmoe.save(pipe, tmp_path / "pipe.safetensors")
     assert not (tmp_path / "pipe.safetensors").exists()
+
+
+# -- what save writes, load reads with its defaults ---------------------------------
+def _mixed_frame():
+    pd = pytest.importorskip("pandas")
+    local = np.random.default_rng(2)
+    n = 80
+    frame = pd.DataFrame(
+        {
+            "age": local.integers(18, 80, n),
+            "income": local.lognormal(10, 0.5, n),
+            "score": local.normal(size=n),
+            "city": local.choice(["paris", "lyon", "nice"], n),
+            "plan": local.choice(["free", "pro"], n),
+        }
+    )
+    frame.loc[::7, "score"] = np.nan
+    signal = frame["age"].to_numpy() / 40 + (frame["city"] == "lyon").to_numpy()
+    targets = {
+        "classifier": np.where(signal > 1.4, "churn", "stay"),
+        "regressor": signal,
+        "multi-gate": np.column_stack([signal, np.log(frame["income"].to_numpy())]),
+    }
+    return frame, targets
+
+
+def _preprocessing(name):
+    """A ColumnTransformer applying the transformer ``name`` to columns it takes."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.feature_selection import SelectKBest
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import (
+        FunctionTransformer,
+        KBinsDiscretizer,
+        OneHotEncoder,
+        OrdinalEncoder,
+        PolynomialFeatures,
+        QuantileTransformer,
+        StandardScaler,
+        TargetEncoder,
+    )
+
+    numerical, categorical = ["age", "income"], ["city", "plan"]
+    steps = {
+        "SimpleImputer": lambda: (SimpleImputer(add_indicator=True), ["score", "age"]),
+        "OneHotEncoder": lambda: (OneHotEncoder(handle_unknown="ignore"), categorical),
+        "OrdinalEncoder": lambda: (OrdinalEncoder(), categorical),
+        "TargetEncoder": lambda: (TargetEncoder(), categorical),
+        "KBinsDiscretizer": lambda: (
+            KBinsDiscretizer(n_bins=4, strategy="uniform"),
+            numerical,
+        ),
+        "StandardScaler": lambda: (StandardScaler(), numerical),
+        "QuantileTransformer": lambda: (QuantileTransformer(n_quantiles=40), numerical),
+        "PolynomialFeatures": lambda: (PolynomialFeatures(2), numerical),
+        "FunctionTransformer(np.log1p)": lambda: (
+            FunctionTransformer(np.log1p, np.expm1, feature_names_out="one-to-one"),
+            numerical,
+        ),
+        "SelectKBest": lambda: (SelectKBest(k=2), [*numerical, "score"]),
+        "ColumnTransformer": lambda: (
+            make_column_transformer(
+                (make_pipeline(SimpleImputer(), StandardScaler()), ["score"]),
+                (OneHotEncoder(sparse_output=False), categorical),
+                remainder="passthrough",
+            ),
+            [*numerical, "score", *categorical],
+        ),
+    }
+    transformer, columns = steps[name]()
+    if name == "SelectKBest":  # SelectKBest takes no NaN
+        transformer = make_pipeline(SimpleImputer(), transformer)
+    return make_column_transformer((transformer, columns))
+
+
+# TargetEncoder and SelectKBest's default score function take one target column
+PIPELINE_CASES = [
+    (step, kind)
+    for step in (
+        "SimpleImputer",
+        "OneHotEncoder",
+        "OrdinalEncoder",
+        "TargetEncoder",
+        "KBinsDiscretizer",
+        "StandardScaler",
+        "QuantileTransformer",
+        "PolynomialFeatures",
+        "FunctionTransformer(np.log1p)",
+        "SelectKBest",
+        "ColumnTransformer",
+    )
+    for kind in ("classifier", "regressor", "multi-gate")
+    if kind != "multi-gate" or step not in ("TargetEncoder", "SelectKBest")
+]
+
+
+@pytest.mark.parametrize("step, kind", PIPELINE_CASES)
+def test_pipelines_of_common_transformers_load_with_the_defaults(tmp_path, step, kind):
+    pytest.importorskip("skops")
+    from sklearn.pipeline import make_pipeline
+
+    fast = dict(max_iter=2, random_state=0, device="cpu")
+    estimator = {
+        "classifier": lambda: MixtureOfExpertsClassifier(top_k=2, **fast),
+        "regressor": lambda: MixtureOfExpertsRegressor(**fast),
+        "multi-gate": lambda: MultiGateMoERegressor(**fast),
+    }[kind]()
+    frame, targets = _mixed_frame()
+    pipe = make_pipeline(_preprocessing(step), estimator).fit(frame, targets[kind])
+    path = tmp_path / "pipe.safetensors"
+    skmoe.save(pipe, path)
+    loaded = skmoe.load(path)
+    assert loaded[-1] is not pipe[-1]
+    assert np.array_equal(loaded.predict(frame), pipe.predict(frame))
+    if kind == "classifier":
+        assert np.array_equal(loaded.predict_proba(frame), pipe.predict_proba(frame))
+
+
+class _Doubler(sklearn.base.TransformerMixin, sklearn.base.BaseEstimator):
+    """A transformer of the user's own, which load does not build by default."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        return 2 * np.asarray(X)
+
+
+def _doubling_pipeline():
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(_Doubler(), MixtureOfExpertsRegressor(**FAST)).fit(
+        X, Y_REG[:, 0]
+    )
+
+
+def test_save_refuses_an_untrusted_type_up_front_and_names_the_remedy(tmp_path):
+    pytest.importorskip("skops")
+    name = f"{_Doubler.__module__}.{_Doubler.__qualname__}"
+    pipe = _doubling_pipeline()
+    path = tmp_path / "pipe.safetensors"
+    with pytest.raises(TypeError, match="not build by default") as info:
+        skmoe.save(pipe, path)
+    assert f"trusted={[name]}" in str(info.value)
+    assert not path.exists()
+
+    # the caller's explicit say writes it; load then needs the same say
+    skmoe.save(pipe, path, trusted=[name])
+    with pytest.raises(ValueError, match="not trusted") as info:
+        skmoe.load(path)
+    assert repr(name) in str(info.value)
+    loaded = skmoe.load(path, trusted=[name])
+    assert np.array_equal(loaded.predict(X), pipe.predict(X))
+    with pytest.raises(TypeError, match="list of type names"):
+        skmoe.save(pipe, path, trusted=name)  # a string, not a list
+    with pytest.raises(TypeError, match="list of type names"):
+        skmoe.load(path, trusted=name)
+
+
+def test_save_refuses_functions_other_than_ufuncs(tmp_path):
+    pytest.importorskip("skops")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    clip = FunctionTransformer(np.clip, kw_args={"a_min": -1, "a_max": 1})
+    pipe = make_pipeline(clip, MixtureOfExpertsRegressor(**FAST)).fit(X, Y_REG[:, 0])
+    path = tmp_path / "pipe.safetensors"
+    with pytest.raises(TypeError, match=r"\['numpy.clip'\]"):
+        skmoe.save(pipe, path)
+    assert not path.exists()
+
+
+def test_save_refuses_what_cannot_be_rebuilt_even_when_trusted(tmp_path):
+    skops_io = pytest.importorskip("skops.io")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    anonymous = FunctionTransformer(lambda values: values)
+    pipe = make_pipeline(anonymous, MixtureOfExpertsRegressor(**FAST))
+    pipe.fit(X, Y_REG[:, 0])
+    names = skops_io.get_untrusted_types(data=skops_io.dumps(pipe[0]))
+    path = tmp_path / "pipe.safetensors"
+    with pytest.raises(TypeError, match=r"could not be rebuilt.*top level"):
+        skmoe.save(pipe, path, trusted=names)
+    assert not path.exists()
 
 
 # -- integrity ----------------------------------------------------------------------
