@@ -5,6 +5,7 @@ same scores), and no worker may run more torch threads than its share of the cor
 """
 
 import os
+import sys
 
 import joblib
 import numpy as np
@@ -88,8 +89,13 @@ def test_dask_search_matches_the_sequential_one(sequential):
 
 def test_ray_search_matches_the_sequential_one(sequential):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install ray)")
+    from ray import cloudpickle
     from ray.util.joblib import register_ray
 
+    # Ray's workers do not see the folder pytest puts on sys.path for this module,
+    # so the scorer defined here travels by value rather than by module name.
+    this_module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(this_module)
     register_ray()
     ray.init(num_cpus=N_JOBS, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
@@ -97,6 +103,7 @@ def test_ray_search_matches_the_sequential_one(sequential):
             search = _search(n_jobs=N_JOBS)
     finally:
         ray.shutdown()
+        cloudpickle.unregister_pickle_by_value(this_module)
     _assert_same_results(search, sequential)
     _assert_within_cores(search, N_JOBS)
 
