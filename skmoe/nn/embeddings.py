@@ -182,6 +182,9 @@ class FeatureEmbedding(nn.Module):
         Bin edges per numerical feature, for ``"piecewise_linear"``.
     d_embedding : int, default=8
         Size of each numerical feature's embedding.
+    categorical_dims : sequence of int or None, default=None
+        Width of each categorical column's embedding; ``None`` uses
+        :func:`categorical_embedding_size` of each cardinality.
 
     Examples
     --------
@@ -202,6 +205,7 @@ class FeatureEmbedding(nn.Module):
         num_embedding=None,
         bins=None,
         d_embedding=8,
+        categorical_dims=None,
     ):
         super().__init__()
         self.n_numerical = int(n_numerical)
@@ -220,9 +224,15 @@ class FeatureEmbedding(nn.Module):
             numerical_out = self.numerical.out_features
         else:
             raise ValueError(f"unknown num_embedding {num_embedding!r}")
+        if categorical_dims is None:
+            categorical_dims = [
+                categorical_embedding_size(c) for c in self.cardinalities
+            ]
+        if len(categorical_dims) != len(self.cardinalities):
+            raise ValueError("categorical_dims needs one width per categorical column")
         self.categorical = nn.ModuleList(
-            nn.Embedding(c + 1, categorical_embedding_size(c))
-            for c in self.cardinalities
+            nn.Embedding(c + 1, int(d))
+            for c, d in zip(self.cardinalities, categorical_dims, strict=True)
         )
         self.out_features = (
             numerical_out
