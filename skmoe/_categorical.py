@@ -140,7 +140,9 @@ class CategoryLookup:
     def __init__(self, kept, infrequent):
         self.n_kept = len(kept)
         self.has_infrequent = bool(infrequent)
-        self._index = pd.Index(list(kept) + list(infrequent), dtype=object)
+        # The index takes the dtype of the categories (int64, str, ...) so that a
+        # column of that dtype is looked up without boxing each value.
+        self._index = pd.Index(list(kept) + list(infrequent))
 
     @property
     def n_rows(self):
@@ -153,12 +155,12 @@ class CategoryLookup:
             categories = values.cat.categories if hasattr(values, "cat") else None
             codes = values.cat.codes if categories is not None else values.codes
             categories = values.categories if categories is None else categories
-            mapping = self._positions(pd.Index(categories, dtype=object))
+            mapping = self._positions(pd.Index(categories))
             codes = np.asarray(codes)
             return np.where(codes >= 0, mapping[np.maximum(codes, 0)], 0)
-        if isinstance(values, pd.Series):
-            values = values.to_numpy(dtype=object)
-        return self._positions(np.asarray(values, dtype=object))
+        if not isinstance(values, pd.Series):
+            values = pd.Series(np.asarray(values, dtype=object))
+        return self._positions(values)
 
     def _positions(self, values):
         position = self._index.get_indexer(values).astype(np.int64)
