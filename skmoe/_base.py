@@ -183,6 +183,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             dict,
             None,
         ],
+        "list_separators": [dict, None],
     }
 
     # Parameters that decide the network's structure: a warm start cannot honour a
@@ -200,6 +201,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         "max_categories",
         "categorical_hash_buckets",
         "categorical_embedding_dim",
+        "list_separators",
     )
 
     def __init_subclass__(cls, **kwargs):
@@ -732,6 +734,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             num_embedding=self.num_embedding,
             bins=encoder.bins,
             categorical_dims=encoder.embedding_dims(self.categorical_embedding_dim),
+            bag_sizes=encoder.bag_sizes,
         )
         body = self._build_module(embedding.out_features, objective, hidden)
         return EmbeddedModel(embedding, body)

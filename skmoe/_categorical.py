@@ -232,3 +232,83 @@ class HashedLookup:
         present = codes >= 0
         out[present] = buckets[codes[present]]
         return out
+
+
+LIST_TYPES = (list, tuple, set, frozenset, np.ndarray)
+
+
+def list_cells(values, column, estimator_name, separator=None):
+    """A list-valued column's cells as a pandas Series of lists (missing cells as
+    missing), splitting strings at ``separator`` where it is given.
+
+    Raises a ``ValueError`` naming ``column`` when list cells and scalar cells mix
+    (or, with a separator, when a cell is not a string).
+    """
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    series = series.reset_index(drop=True).astype(object)
+    present = series.notna()  # a list cell, even an empty one, is present
+    if separator is not None:
+        strings = series[present].map(lambda v: isinstance(v, str))
+        if not strings.all():
+            raise ValueError(
+                f"{estimator_name}: column {column!r} is split at {separator!r}, so "
+                "its cells must be strings or missing; found "
+                f"{type(series[present][~strings].iloc[0]).__name__}."
+            )
+        cells = series.str.split(separator, regex=False)
+        # An empty string is an empty list, not a list of one empty category.
+        return cells.map(lambda cell: [] if cell == [""] else cell, na_action="ignore")
+    lists = series[present].map(lambda v: isinstance(v, LIST_TYPES))
+    if not lists.all():
+        raise ValueError(
+            f"{estimator_name}: column {column!r} mixes list cells and scalar cells "
+            f"(such as {series[present][~lists].iloc[0]!r}); make every cell a list "
+            "(an empty one for none) or every cell a scalar."
+        )
+    return series
+
+
+def has_list_cells(values):
+    """Whether any cell of an object column is a list, tuple, set or array."""
+    dtype = getattr(values, "dtype", None)
+    if dtype is None or dtype.kind != "O" or is_categorical_dtype(values):
+        return False
+    cells = values.tolist() if hasattr(values, "tolist") else list(values)
+    return any(isinstance(v, LIST_TYPES) for v in cells)
+
+
+def explode(cells):
+    """The elements of list cells in row order, and each row's number of entries
+    among them: an empty or missing cell gives one missing entry.
+
+    Returns
+    -------
+    elements : pandas Series of object
+    entries : ndarray of int64, one per row (``>= 1``)
+    """
+    lengths = cells.map(len, na_action="ignore").fillna(0).to_numpy(np.int64)
+    elements = cells.explode().reset_index(drop=True)
+    entries = np.maximum(lengths, 1)
+    return elements, entries
+
+
+def pack_bags(codes, entries, length):
+    """Element codes into a ``(n_rows, length)`` float matrix, padded with ``-1``.
+
+    A row keeps its first ``length`` entries, then sorts their codes, so that a
+    bag's mean is summed in one order whatever the order of its cell (a set's
+    order changes from one process to the next).
+    """
+    n = len(entries)
+    starts = np.cumsum(entries) - entries
+    slots = np.arange(len(codes)) - np.repeat(starts, entries)
+    rows = np.repeat(np.arange(n), entries)
+    keep = slots < length
+    rows, codes = rows[keep], codes[keep]
+    order = np.lexsort((codes, rows))
+    rows, codes = rows[order], codes[order]
+    kept = np.minimum(entries, length)
+    slots = np.arange(len(codes)) - np.repeat(np.cumsum(kept) - kept, kept)
+    out = np.full((n, length), -1.0)
+    out[rows, slots] = codes
+    return out

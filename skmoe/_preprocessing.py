@@ -92,6 +92,17 @@ default="from_dtype"
         dict from column name (or index) to width. ``None`` (or a column the dict
         does not name) uses ``min(16, round(1.6 * n ** 0.56))`` for a table of
         ``n`` rows.
+    list_separators : dict or None, default=None
+        String columns whose cells are lists joined by a separator, as a dict from
+        column name (or index) to separator, such as ``{"genres": "|"}``. A column
+        whose cells are lists, tuples, sets or arrays is list-valued without
+        being named here. A list-valued column is an embedding bag: its categories
+        share one vocabulary (``min_frequency``, ``max_categories`` and hashing
+        apply to them) and a row reads the mean of its categories' embeddings,
+        the same as the row's multi-hot encoding, normalised, times the table. An
+        empty list or a missing cell reads the reserved row; lists longer than
+        the longest seen in training keep their first elements. A column that
+        mixes list cells and scalar cells is a ``ValueError``.
 """
 
 
@@ -123,6 +134,7 @@ class InputEncoder:
         min_frequency=None,
         max_categories=None,
         categorical_hash_buckets=None,
+        list_separators=None,
     ):
         self.estimator_name = estimator_name
         self.categorical_features = categorical_features
@@ -131,6 +143,7 @@ class InputEncoder:
         self.min_frequency = min_frequency
         self.max_categories = max_categories
         self.categorical_hash_buckets = categorical_hash_buckets
+        self.list_separators = list_separators
 
     @classmethod
     def for_estimator(cls, estimator):
@@ -143,6 +156,7 @@ class InputEncoder:
             getattr(estimator, "min_frequency", None),
             getattr(estimator, "max_categories", None),
             getattr(estimator, "categorical_hash_buckets", None),
+            getattr(estimator, "list_separators", None),
         )
 
     # -- fitting ----------------------------------------------------------------------
@@ -232,7 +246,7 @@ class InputEncoder:
             self.sparse = True
             self.categorical_mask = mask
             self.categories, self.infrequent, self.hash_buckets = [], [], []
-            self.categorical_names = []
+            self.categorical_names, self.list_lengths = [], []
             return self._numeric(X, sparse=True)
         self.sparse = False
         self.categorical_mask = self._categorical_mask(X, n_features)
@@ -255,17 +269,30 @@ class InputEncoder:
         self.hash_buckets = self._per_column(
             self.categorical_hash_buckets, names, "categorical_hash_buckets"
         )
+        separators = self.separators()
+        if counted is None:
+            self.list_lengths = [
+                self._list_length(column, sep, name)
+                for column, sep, name in zip(
+                    categorical, separators, names, strict=True
+                )
+            ]
+        else:
+            self.list_lengths = [c[2] for c in counted]
         self.categories, self.infrequent = [], []
         for j, column in enumerate(categorical):
             if self.hash_buckets[j] is not None:
                 self.categories.append(None)
                 self.infrequent.append(None)
                 continue
-            uniques, counts = (
-                counted[j]
-                if counted is not None
-                else _categorical.count_categories(column, weights)
-            )
+            if counted is not None:
+                uniques, counts = counted[j][:2]
+            else:
+                values, entries = self._column_values(j, column)
+                element_weights = (
+                    weights if entries is None else weights.repeat(entries)
+                )
+                uniques, counts = _categorical.count_categories(values, element_weights)
             kept, infrequent = _categorical.choose_categories(
                 uniques, counts, self.min_frequency, self.max_categories
             )
@@ -279,6 +306,36 @@ class InputEncoder:
             self.categories.append(kept)
             self.infrequent.append(infrequent)
         self._lookups = None
+
+    def separators(self):
+        """Each categorical column's list separator (``None`` where not split)."""
+        return self._per_column(
+            self.list_separators, self.categorical_names, "list_separators"
+        )
+
+    def _list_length(self, column, separator, name):
+        """Slots of a categorical column's bag: its longest list in ``X`` (at least
+        one), or ``None`` for a column of scalar cells."""
+        from . import _categorical
+
+        if separator is None and not _categorical.has_list_cells(column):
+            return None
+        return int(self._column_values_of(column, separator, name)[1].max(initial=1))
+
+    def _column_values(self, j, column):
+        """A categorical column's values for its lookup, and, for a list column,
+        each row's number of entries among them (``None`` for a scalar column)."""
+        if self.list_lengths[j] is None:
+            return column, None
+        return self._column_values_of(
+            column, self.separators()[j], self.categorical_names[j]
+        )
+
+    def _column_values_of(self, column, separator, name):
+        from . import _categorical
+
+        cells = _categorical.list_cells(column, name, self.estimator_name, separator)
+        return _categorical.explode(cells)
 
     def _per_column(self, spec, names, parameter):
         """``spec`` (None, an int for every column, or a dict by column name or
@@ -323,10 +380,20 @@ class InputEncoder:
 
         _, categorical = self._split(X)
         weights = usable_weights(sample_weight, X.shape[0])
-        return [
-            None if buckets is not None else _categorical.count_categories(c, weights)
-            for c, buckets in zip(categorical, self.hash_buckets, strict=True)
-        ]
+        counted = []
+        for j, column in enumerate(categorical):
+            if self.hash_buckets[j] is not None:
+                counted.append((None, None, self.list_lengths[j]))
+                continue
+            values, entries = self._column_values(j, column)
+            element_weights = weights if entries is None else weights.repeat(entries)
+            counted.append(
+                (
+                    *_categorical.count_categories(values, element_weights),
+                    self.list_lengths[j],
+                )
+            )
+        return counted
 
     def fit_transform_shared(self, X, sample_weight, exchange):
         """Fit the encoder on data spread over several processes; encode local ``X``.
@@ -362,10 +429,15 @@ class InputEncoder:
         self.fit_transform(merged, np.concatenate([s[1] for s in summaries]))
         from ._categorical import merge_counts
 
-        counted = [
-            None if counts[j] is None else merge_counts([s[2][j] for s in summaries])
-            for j in range(len(counts))
-        ]
+        counted = []
+        for j in range(len(counts)):
+            parts = [s[2][j] for s in summaries]
+            lengths = [p[2] for p in parts if p[2] is not None]
+            length = max(lengths) if lengths else None
+            if parts[0][0] is None:  # hashed: no vocabulary to agree on
+                counted.append((None, None, length))
+            else:
+                counted.append((*merge_counts([p[:2] for p in parts]), length))
         self._fit_categorical(merged, [None] * len(counted), None, counted)
         self.has_missing = [
             any(s[3][j] for s in summaries) for j in range(len(local.has_missing))
@@ -477,8 +549,24 @@ class InputEncoder:
         columns = [scaled]
         if indicators.size:
             columns.append(missing[:, indicators].astype(np.float64))
-        for values, lookup in zip(categorical, self.lookups(), strict=True):
-            columns.append(lookup.codes(values).astype(np.float64)[:, None])
+        from ._categorical import pack_bags
+
+        for j, (column, lookup) in enumerate(
+            zip(categorical, self.lookups(), strict=True)
+        ):
+            values, entries = self._column_values(j, column)
+            try:
+                codes = lookup.codes(values)
+            except TypeError as error:  # an unhashable cell: a list in a scalar column
+                raise ValueError(
+                    f"{self.estimator_name}: categorical column "
+                    f"{self.categorical_names[j]!r} was fitted on scalar cells; it "
+                    f"cannot take list cells ({error})."
+                ) from None
+            if entries is None:
+                columns.append(codes.astype(np.float64)[:, None])
+            else:
+                columns.append(pack_bags(codes, entries, self.list_lengths[j]))
         return np.hstack(columns)
 
     def lookups(self):
@@ -526,7 +614,16 @@ class InputEncoder:
     @property
     def n_columns(self):
         """Width of the encoded matrix."""
-        return self.n_numerical + self.n_indicators + len(self.cardinalities)
+        return (
+            self.n_numerical
+            + self.n_indicators
+            + sum(1 if length is None else length for length in self.bag_sizes)
+        )
+
+    @property
+    def bag_sizes(self):
+        """Slots of each list column's bag, ``None`` for each scalar column."""
+        return [] if self.sparse else list(self.list_lengths)
 
     @property
     def n_numerical(self):
@@ -555,6 +652,7 @@ class InputEncoder:
         "categories",
         "infrequent",
         "hash_buckets",
+        "list_lengths",
     )
 
     def to_json(self):
@@ -591,18 +689,21 @@ class InputEncoder:
                 "categories": state["categories"],
                 "infrequent": state.get("infrequent") or [[]] * n_categorical,
                 "hash_buckets": state.get("hash_buckets") or [None] * n_categorical,
+                "list_lengths": state.get("list_lengths") or [None] * n_categorical,
             }
             for key, values in columns.items():
                 if len(values) != n_categorical:
                     raise ValueError(f"the input encoder's {key} do not match the mask")
-            for buckets in columns["hash_buckets"]:
-                if buckets is not None and (
-                    isinstance(buckets, bool)
-                    or not isinstance(buckets, int)
-                    or buckets < 1
-                ):
-                    raise TypeError("hash buckets must be positive integers or null")
+            for key in ("hash_buckets", "list_lengths"):
+                for count in columns[key]:
+                    if count is not None and (
+                        isinstance(count, bool)
+                        or not isinstance(count, int)
+                        or count < 1
+                    ):
+                        raise TypeError(f"{key} must be positive integers or null")
             encoder.hash_buckets = list(columns["hash_buckets"])
+            encoder.list_lengths = list(columns["list_lengths"])
             names = getattr(estimator, "feature_names_in_", None)
             encoder.categorical_names = [
                 int(i) if names is None else str(names[i]) for i in np.flatnonzero(mask)
@@ -634,7 +735,7 @@ class InputEncoder:
         encoder.center, encoder.scale = [0.0] * n, [1.0] * n
         encoder.bins, encoder.categories = None, []
         encoder.infrequent, encoder.hash_buckets = [], []
-        encoder.categorical_names = []
+        encoder.categorical_names, encoder.list_lengths = [], []
         return encoder
 
 

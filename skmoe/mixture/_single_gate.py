@@ -159,6 +159,7 @@ class SingleGateEstimator(BaseMixtureOfExperts):
         max_categories=None,
         categorical_hash_buckets=None,
         categorical_embedding_dim=None,
+        list_separators=None,
     ):
         self.n_experts = n_experts
         self.top_k = top_k
@@ -190,6 +191,7 @@ class SingleGateEstimator(BaseMixtureOfExperts):
         self.max_categories = max_categories
         self.categorical_hash_buckets = categorical_hash_buckets
         self.categorical_embedding_dim = categorical_embedding_dim
+        self.list_separators = list_separators
 
     def _build_module(self, n_features, objective, hidden_layer_sizes):
         return MixtureOfExperts(

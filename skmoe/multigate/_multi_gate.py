@@ -210,6 +210,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         max_categories=None,
         categorical_hash_buckets=None,
         categorical_embedding_dim=None,
+        list_separators=None,
     ):
         self.architecture = architecture
         self.n_experts = n_experts
@@ -247,6 +248,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         self.max_categories = max_categories
         self.categorical_hash_buckets = categorical_hash_buckets
         self.categorical_embedding_dim = categorical_embedding_dim
+        self.list_separators = list_separators
 
     def _allows_missing_targets(self):
         return self.allow_missing_labels

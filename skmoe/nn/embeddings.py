@@ -185,6 +185,11 @@ class FeatureEmbedding(nn.Module):
     categorical_dims : sequence of int or None, default=None
         Width of each categorical column's embedding; ``None`` uses
         :func:`categorical_embedding_size` of each cardinality.
+    bag_sizes : sequence of int or None, default=None
+        For each categorical column, ``None`` when it holds one code per row, or
+        the number of columns its bag spans: a list-valued column's codes, padded
+        with ``-1``, whose embeddings are averaged (an embedding bag with mean
+        pooling). ``None`` for all of them when not given.
 
     Examples
     --------
@@ -206,6 +211,7 @@ class FeatureEmbedding(nn.Module):
         bins=None,
         d_embedding=8,
         categorical_dims=None,
+        bag_sizes=None,
     ):
         super().__init__()
         self.n_numerical = int(n_numerical)
@@ -230,6 +236,11 @@ class FeatureEmbedding(nn.Module):
             ]
         if len(categorical_dims) != len(self.cardinalities):
             raise ValueError("categorical_dims needs one width per categorical column")
+        if bag_sizes is None:
+            bag_sizes = [None] * len(self.cardinalities)
+        if len(bag_sizes) != len(self.cardinalities):
+            raise ValueError("bag_sizes needs one entry per categorical column")
+        self.bag_sizes = [None if b is None else int(b) for b in bag_sizes]
         self.categorical = nn.ModuleList(
             nn.Embedding(c + 1, int(d))
             for c, d in zip(self.cardinalities, categorical_dims, strict=True)
@@ -247,8 +258,18 @@ class FeatureEmbedding(nn.Module):
         parts = [numerical if self.numerical is None else self.numerical(numerical)]
         if n_pass:
             parts.append(x[:, n_num : n_num + n_pass])
-        codes = x[:, n_num + n_pass :].long()
-        parts.extend(emb(codes[:, i]) for i, emb in enumerate(self.categorical))
+        start = n_num + n_pass
+        for table, size in zip(self.categorical, self.bag_sizes, strict=True):
+            if size is None:
+                parts.append(table(x[:, start].long()))
+                start += 1
+                continue
+            codes = x[:, start : start + size]
+            start += size
+            present = (codes >= 0).to(x.dtype)
+            vectors = table(codes.clamp(min=0).long()) * present.unsqueeze(-1)
+            count = present.sum(dim=1, keepdim=True).clamp(min=1.0)
+            parts.append(vectors.sum(dim=1) / count)
         return torch.cat(parts, dim=1)
 
 
