@@ -735,6 +735,8 @@ class BaseMixtureOfExperts(BaseEstimator):
             bins=encoder.bins,
             categorical_dims=encoder.embedding_dims(self.categorical_embedding_dim),
             bag_sizes=encoder.bag_sizes,
+            # Sparse gradients are not reduced across ranks: dense tables there.
+            sparse=data_parallel_group() is None,
         )
         body = self._build_module(embedding.out_features, objective, hidden)
         return EmbeddedModel(embedding, body)
