@@ -163,7 +163,10 @@ class CategoryLookup:
         return self._positions(values)
 
     def _positions(self, values):
-        position = self._index.get_indexer(values).astype(np.int64)
+        # Distinct values first (one hash pass), then only those are looked up.
+        rows, uniques = pd.factorize(values, use_na_sentinel=True)
+        position = np.append(self._index.get_indexer(uniques), -1).astype(np.int64)
+        position = position[rows]  # row code -1 (missing) takes the appended -1
         codes = position + 1
         codes[position < 0] = 0
         if self.has_infrequent:
@@ -271,8 +274,11 @@ def list_cells(values, column, estimator_name, separator=None):
 def has_list_cells(values):
     """Whether any cell of an object column is a list, tuple, set or array."""
     dtype = getattr(values, "dtype", None)
-    if dtype is None or dtype.kind != "O" or is_categorical_dtype(values):
-        return False
+    if not isinstance(dtype, np.dtype) or dtype.kind != "O":
+        return False  # pandas' string and category dtypes cannot hold lists
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind not in ("mixed", "mixed-integer", "unknown-array"):
+        return False  # strings, numbers, ...: a scan in C said so
     cells = values.tolist() if hasattr(values, "tolist") else list(values)
     return any(isinstance(v, LIST_TYPES) for v in cells)
 
