@@ -167,6 +167,23 @@ class BaseMixtureOfExperts(BaseEstimator):
         "num_embedding": [StrOptions({"periodic", "piecewise_linear"}), None],
         "categorical_features": ["array-like", StrOptions({"from_dtype"}), None],
         "input_scaling": [StrOptions({"robust"}), None],
+        "min_frequency": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Real, 0, 1, closed="neither"),
+            None,
+        ],
+        "max_categories": [Interval(Integral, 1, None, closed="left"), None],
+        "categorical_hash_buckets": [
+            Interval(Integral, 1, None, closed="left"),
+            dict,
+            None,
+        ],
+        "categorical_embedding_dim": [
+            Interval(Integral, 1, None, closed="left"),
+            dict,
+            None,
+        ],
+        "list_separators": [dict, None],
     }
 
     # Parameters that decide the network's structure: a warm start cannot honour a
@@ -180,6 +197,11 @@ class BaseMixtureOfExperts(BaseEstimator):
         "num_embedding",
         "categorical_features",
         "input_scaling",
+        "min_frequency",
+        "max_categories",
+        "categorical_hash_buckets",
+        "categorical_embedding_dim",
+        "list_separators",
     )
 
     def __init_subclass__(cls, **kwargs):
@@ -266,12 +288,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         validate_data(self, X, reset=reset, skip_check_array=True)
         if not reset:
             return self._input_encoder.transform(X)
-        self._input_encoder = InputEncoder(
-            type(self).__name__,
-            self.categorical_features,
-            self.input_scaling,
-            self.num_embedding,
-        )
+        self._input_encoder = InputEncoder.for_estimator(self)
         weights = getattr(self, "_fit_sample_weight", None)
         parallel = data_parallel_group()
         if parallel is None:
@@ -716,6 +733,10 @@ class BaseMixtureOfExperts(BaseEstimator):
             encoder.cardinalities,
             num_embedding=self.num_embedding,
             bins=encoder.bins,
+            categorical_dims=encoder.embedding_dims(self.categorical_embedding_dim),
+            bag_sizes=encoder.bag_sizes,
+            # Sparse gradients are not reduced across ranks: dense tables there.
+            sparse=data_parallel_group() is None,
         )
         body = self._build_module(embedding.out_features, objective, hidden)
         return EmbeddedModel(embedding, body)

@@ -9,11 +9,10 @@ changed since: a parameter or buffer edited in place (each tensor's version coun
 moves), replaced, or a submodule swapped. Nothing derived is pickled or saved.
 """
 
-import copy
-
 import torch
 
 from ._small_batch import small_batch_model
+from .nn.embeddings import float64_copy
 
 
 class WeightsWatch:
@@ -84,7 +83,7 @@ class InferenceCache:
         if device.type != "cpu":
             return module, torch.float32, None
         if self.source is not module or not self.watch.unchanged():
-            predictor = copy.deepcopy(module).double().eval()
+            predictor = float64_copy(module)
             self.small_batch = small_batch_model(predictor)
             self.predictor, self.source = predictor, module
             self.watch = WeightsWatch(module)

@@ -27,9 +27,6 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_array
 
-# A categorical column with more categories than this is refused: one-hot or target
-# encode it, or pass it as numerical.
-MAX_CATEGORIES = 1000
 N_BINS = 16
 _CLIP = 3.0
 # Scaled values are clipped to this before the smooth clip, here and in ONNX graphs.
@@ -55,9 +52,10 @@ default="from_dtype"
         ``category``, ``object`` and string columns (none for arrays); else column
         indices, column names (DataFrame input) or a boolean mask; ``None`` for
         none. Categories are learned in ``fit`` (the first call of ``partial_fit``);
-        missing values and categories unseen in training share a reserved slot. A
-        column may have at most 1000 categories (more is a ``ValueError``).
-        Categorical features need dense ``X``.
+        missing values and categories unseen in training share a reserved row of
+        the column's embedding table, so predicting on unseen ids never raises.
+        Columns of any cardinality (user or item ids with millions of values)
+        are encoded vectorised. Categorical features need dense ``X``.
     input_scaling : {"robust"} or None, default="robust"
         ``"robust"``: numerical features are centred on their median, divided by
         their interquartile range (over 1.349; the standard deviation where that is
@@ -72,25 +70,44 @@ default="from_dtype"
         training get a missing-value indicator (all-NaN columns carry only their
         indicator). Statistics come from ``fit`` (the
         first call of ``partial_fit``).
+    min_frequency : int, float or None, default=None
+        As in ``OneHotEncoder``: categories seen fewer than ``min_frequency``
+        times (an int; a float in (0, 1) is a fraction of the rows, both counted
+        with ``sample_weight``) share one "infrequent" row of the column's
+        embedding table. ``None``: every category seen in training gets its own row.
+    max_categories : int or None, default=None
+        As in ``OneHotEncoder``: at most this many rows per categorical column
+        besides the reserved one, the infrequent row included; the most frequent
+        categories keep their own rows.
+    categorical_hash_buckets : int, dict or None, default=None
+        Hash a categorical column's values into this many rows instead of learning
+        its vocabulary (for vocabularies that are unbounded or still growing, as
+        in streaming or ``partial_fit``): an int for every categorical column, or a
+        dict from column name (or index) to bucket count. The hash (BLAKE2b of the
+        value) is the same in every process and on every platform; distinct values
+        may share a row (with ``n`` distinct values in ``b`` buckets, about
+        ``n / (2 b)`` of them collide when ``n`` is much smaller than ``b``).
+    categorical_embedding_dim : int, dict or None, default=None
+        Width of each categorical column's embedding: an int for every column, or a
+        dict from column name (or index) to width. ``None`` (or a column the dict
+        does not name) uses ``min(16, round(1.6 * n ** 0.56))`` for a table of
+        ``n`` rows.
+    list_separators : dict or None, default=None
+        String columns whose cells are lists joined by a separator, as a dict from
+        column name (or index) to separator, such as ``{"genres": "|"}``. A column
+        whose cells are lists, tuples, sets or arrays is list-valued without
+        being named here. A list-valued column is an embedding bag: its categories
+        share one vocabulary (``min_frequency``, ``max_categories`` and hashing
+        apply to them) and a row reads the mean of its categories' embeddings,
+        the same as the row's multi-hot encoding, normalised, times the table. An
+        empty list or a missing cell reads the reserved row; lists longer than
+        the longest seen in training keep their first elements. A column that
+        mixes list cells and scalar cells is a ``ValueError``.
 """
 
 
 def _is_dataframe(X):
     return hasattr(X, "columns") and hasattr(X, "dtypes") and hasattr(X, "iloc")
-
-
-def _missing(values):
-    """Boolean mask of missing entries (None, NaN, pandas.NA) in an object array."""
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is there whenever X is a frame
-        return np.array([v is None or v != v for v in values], dtype=bool)
-    return np.asarray(pd.isna(values), dtype=bool)
-
-
-def _plain(value):
-    """A category as a JSON-friendly Python scalar."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 class InputEncoder:
@@ -109,12 +126,38 @@ class InputEncoder:
     """
 
     def __init__(
-        self, estimator_name, categorical_features, input_scaling, num_embedding
+        self,
+        estimator_name,
+        categorical_features,
+        input_scaling,
+        num_embedding,
+        min_frequency=None,
+        max_categories=None,
+        categorical_hash_buckets=None,
+        list_separators=None,
     ):
         self.estimator_name = estimator_name
         self.categorical_features = categorical_features
         self.input_scaling = input_scaling
         self.num_embedding = num_embedding
+        self.min_frequency = min_frequency
+        self.max_categories = max_categories
+        self.categorical_hash_buckets = categorical_hash_buckets
+        self.list_separators = list_separators
+
+    @classmethod
+    def for_estimator(cls, estimator):
+        """An unfitted encoder configured by ``estimator``'s parameters."""
+        return cls(
+            type(estimator).__name__,
+            estimator.categorical_features,
+            estimator.input_scaling,
+            estimator.num_embedding,
+            getattr(estimator, "min_frequency", None),
+            getattr(estimator, "max_categories", None),
+            getattr(estimator, "categorical_hash_buckets", None),
+            getattr(estimator, "list_separators", None),
+        )
 
     # -- fitting ----------------------------------------------------------------------
     def _categorical_mask(self, X, n_features):
@@ -202,25 +245,155 @@ class InputEncoder:
                 )
             self.sparse = True
             self.categorical_mask = mask
+            self.categories, self.infrequent, self.hash_buckets = [], [], []
+            self.categorical_names, self.list_lengths = [], []
             return self._numeric(X, sparse=True)
         self.sparse = False
         self.categorical_mask = self._categorical_mask(X, n_features)
         numerical, categorical = self._split(X)
         weights = usable_weights(sample_weight, X.shape[0])
         self._fit_numerical(numerical, weights)
-        self.categories = []
-        for j, column in enumerate(categorical):
-            values = column[~_missing(column) & (weights > 0)]
-            categories = sorted({_plain(v) for v in values}, key=_sort_key)
-            if len(categories) > MAX_CATEGORIES:
-                raise ValueError(
-                    f"{self.estimator_name}: categorical feature "
-                    f"{self._categorical_name(X, j)!r} has {len(categories)} "
-                    f"categories, more than the {MAX_CATEGORIES} supported; group "
-                    "rare categories, encode it yourself, or treat it as numerical."
-                )
-            self.categories.append(categories)
+        self._fit_categorical(X, categorical, weights)
         return self._encode(numerical, categorical)
+
+    def _fit_categorical(self, X, categorical, weights, counted=None):
+        """Choose each categorical column's vocabulary (or its hash buckets).
+
+        ``counted``, where given, holds each column's ``(uniques, counts)`` over all
+        the data (every shard of a data-parallel fit) instead of ``categorical``'s.
+        """
+        from . import _categorical
+
+        names = [self._categorical_name(X, j) for j in range(len(categorical))]
+        self.categorical_names = names
+        self.hash_buckets = self._per_column(
+            self.categorical_hash_buckets, names, "categorical_hash_buckets"
+        )
+        separators = self.separators()
+        if counted is None:
+            self.list_lengths = [
+                self._list_length(column, sep, name)
+                for column, sep, name in zip(
+                    categorical, separators, names, strict=True
+                )
+            ]
+        else:
+            self.list_lengths = [c[2] for c in counted]
+        self.categories, self.infrequent = [], []
+        for j, column in enumerate(categorical):
+            if self.hash_buckets[j] is not None:
+                self.categories.append(None)
+                self.infrequent.append(None)
+                continue
+            if counted is not None:
+                uniques, counts = counted[j][:2]
+            else:
+                values, entries = self._column_values(j, column)
+                element_weights = (
+                    weights if entries is None else weights.repeat(entries)
+                )
+                uniques, counts = _categorical.count_categories(values, element_weights)
+            kept, infrequent = _categorical.choose_categories(
+                uniques, counts, self.min_frequency, self.max_categories
+            )
+            if len(kept) + 2 > _categorical.MAX_EMBEDDING_ROWS:
+                raise ValueError(
+                    f"{self.estimator_name}: categorical feature {names[j]!r} has "
+                    f"{len(kept)} categories, more than an embedding table of "
+                    f"{_categorical.MAX_EMBEDDING_ROWS} rows holds; set min_frequency "
+                    "or max_categories, or hash it with categorical_hash_buckets."
+                )
+            self.categories.append(kept)
+            self.infrequent.append(infrequent)
+        self._lookups = None
+
+    def separators(self):
+        """Each categorical column's list separator (``None`` where not split)."""
+        return self._per_column(
+            self.list_separators, self.categorical_names, "list_separators"
+        )
+
+    def _list_length(self, column, separator, name):
+        """Slots of a categorical column's bag: its longest list in ``X`` (at least
+        one), or ``None`` for a column of scalar cells."""
+        from . import _categorical
+
+        if separator is None and not _categorical.has_list_cells(column):
+            return None
+        return int(self._column_values_of(column, separator, name)[1].max(initial=1))
+
+    def _column_values(self, j, column):
+        """A categorical column's values for its lookup, and, for a list column,
+        each row's number of entries among them (``None`` for a scalar column)."""
+        if self.list_lengths[j] is None:
+            return column, None
+        return self._column_values_of(
+            column, self.separators()[j], self.categorical_names[j]
+        )
+
+    def _column_values_of(self, column, separator, name):
+        from . import _categorical
+
+        cells = _categorical.list_cells(column, name, self.estimator_name, separator)
+        return _categorical.explode(cells)
+
+    def _per_column(self, spec, names, parameter):
+        """``spec`` (None, an int for every column, or a dict by column name or
+        index) as one value per categorical column."""
+        if not isinstance(spec, dict):
+            return [spec] * len(names)
+        indices = np.flatnonzero(self.categorical_mask).tolist()
+        known = {}
+        for j, (name, index) in enumerate(zip(names, indices, strict=True)):
+            known[name] = j
+            known.setdefault(index, j)
+        values = [None] * len(names)
+        for key, value in spec.items():
+            if key not in known:
+                raise ValueError(
+                    f"{self.estimator_name}: {parameter} names {key!r}, which is not "
+                    f"a categorical column; the categorical columns are {names!r}."
+                )
+            values[known[key]] = value
+        return values
+
+    def embedding_dims(self, spec):
+        """Each categorical column's embedding width: ``spec`` (an int for every
+        column, or a dict by column name or index) where it says, else
+        :func:`skmoe.nn.embeddings.categorical_embedding_size` of the column's
+        table."""
+        from .nn.embeddings import categorical_embedding_size
+
+        chosen = self._per_column(
+            spec, self.categorical_names, "categorical_embedding_dim"
+        )
+        return [
+            int(dim) if dim is not None else categorical_embedding_size(cardinality)
+            for dim, cardinality in zip(chosen, self.cardinalities, strict=True)
+        ]
+
+    def count_categories(self, X, sample_weight=None):
+        """Each categorical column's distinct values and summed weights in ``X``
+        (``None`` for hashed columns): what a shard contributes to the vocabulary
+        of a data-parallel fit."""
+        from . import _categorical
+
+        _, categorical = self._split(X)
+        weights = usable_weights(sample_weight, X.shape[0])
+        counted = []
+        for j, column in enumerate(categorical):
+            if self.hash_buckets[j] is not None:
+                counted.append((None, None, self.list_lengths[j]))
+                continue
+            values, entries = self._column_values(j, column)
+            element_weights = weights if entries is None else weights.repeat(entries)
+            counted.append(
+                (
+                    *_categorical.count_categories(values, element_weights),
+                    self.list_lengths[j],
+                )
+            )
+        return counted
 
     def fit_transform_shared(self, X, sample_weight, exchange):
         """Fit the encoder on data spread over several processes; encode local ``X``.
@@ -245,7 +418,8 @@ class InputEncoder:
             rows = np.sort(rng.choice(n_rows, SHARED_SAMPLE_ROWS, replace=False))
         sample = X.iloc[rows] if _is_dataframe(X) else np.asarray(X)[rows]
         weights = usable_weights(sample_weight, n_rows)[rows]
-        summaries = exchange((sample, weights, local.categories, local.has_missing))
+        counts = local.count_categories(X, sample_weight)
+        summaries = exchange((sample, weights, counts, local.has_missing))
         if _is_dataframe(X):
             import pandas as pd
 
@@ -253,10 +427,18 @@ class InputEncoder:
         else:
             merged = np.concatenate([s[0] for s in summaries])
         self.fit_transform(merged, np.concatenate([s[1] for s in summaries]))
-        self.categories = [
-            sorted({v for s in summaries for v in s[2][j]}, key=_sort_key)
-            for j in range(len(local.categories))
-        ]
+        from ._categorical import merge_counts
+
+        counted = []
+        for j in range(len(counts)):
+            parts = [s[2][j] for s in summaries]
+            lengths = [p[2] for p in parts if p[2] is not None]
+            length = max(lengths) if lengths else None
+            if parts[0][0] is None:  # hashed: no vocabulary to agree on
+                counted.append((None, None, length))
+            else:
+                counted.append((*merge_counts([p[:2] for p in parts]), length))
+        self._fit_categorical(merged, [None] * len(counted), None, counted)
         self.has_missing = [
             any(s[3][j] for s in summaries) for j in range(len(local.has_missing))
         ]
@@ -313,21 +495,25 @@ class InputEncoder:
         )
 
     def _split(self, X):
+        """The numerical columns as a float64 array (possibly of no columns) and the
+        categorical ones as a list of pandas Series (frames) or object arrays."""
         mask = self.categorical_mask
         if not mask.any():
             return self._numeric(X), []
-        if _is_dataframe(X):
+        if not _is_dataframe(X):
+            X = check_array(
+                X, dtype=None, ensure_all_finite=False, estimator=self.estimator_name
+            )
+        if mask.all():
+            numerical = np.empty((X.shape[0], 0))
+        elif _is_dataframe(X):
             numerical = self._numeric(X.iloc[:, np.flatnonzero(~mask)])
-            categorical = [
-                np.asarray(X.iloc[:, j].to_numpy(dtype=object), dtype=object)
-                for j in np.flatnonzero(mask)
-            ]
-            return numerical, categorical
-        X = check_array(
-            X, dtype=None, ensure_all_finite=False, estimator=self.estimator_name
-        )
-        numerical = self._numeric(X[:, ~mask])
-        categorical = [X[:, j].astype(object) for j in np.flatnonzero(mask)]
+        else:
+            numerical = self._numeric(X[:, ~mask])
+        if _is_dataframe(X):
+            categorical = [X.iloc[:, j] for j in np.flatnonzero(mask)]
+        else:
+            categorical = [X[:, j].astype(object) for j in np.flatnonzero(mask)]
         return numerical, categorical
 
     def _scale(self, numerical):
@@ -363,13 +549,45 @@ class InputEncoder:
         columns = [scaled]
         if indicators.size:
             columns.append(missing[:, indicators].astype(np.float64))
-        for values, categories in zip(categorical, self.categories, strict=True):
-            index = {c: i + 1 for i, c in enumerate(categories)}
-            codes = np.zeros(len(values))
-            present = ~_missing(values)
-            codes[present] = [index.get(_plain(v), 0) for v in values[present]]
-            columns.append(codes[:, None])
+        from ._categorical import pack_bags
+
+        for j, (column, lookup) in enumerate(
+            zip(categorical, self.lookups(), strict=True)
+        ):
+            values, entries = self._column_values(j, column)
+            try:
+                codes = lookup.codes(values)
+            except TypeError as error:  # an unhashable cell: a list in a scalar column
+                raise ValueError(
+                    f"{self.estimator_name}: categorical column "
+                    f"{self.categorical_names[j]!r} was fitted on scalar cells; it "
+                    f"cannot take list cells ({error})."
+                ) from None
+            if entries is None:
+                columns.append(codes.astype(np.float64)[:, None])
+            else:
+                columns.append(pack_bags(codes, entries, self.list_lengths[j]))
         return np.hstack(columns)
+
+    def lookups(self):
+        """Each categorical column's fitted code lookup (built once, then kept)."""
+        if getattr(self, "_lookups", None) is None:
+            from ._categorical import CategoryLookup, HashedLookup
+
+            self._lookups = [
+                HashedLookup(buckets)
+                if buckets is not None
+                else CategoryLookup(kept, infrequent or [])
+                for kept, infrequent, buckets in zip(
+                    self.categories, self.infrequent, self.hash_buckets, strict=True
+                )
+            ]
+        return self._lookups
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_lookups", None)  # rebuilt from the categories on first use
+        return state
 
     def transform(self, X):
         """Encode raw ``X`` (same columns as in fit) with the fitted state."""
@@ -396,7 +614,16 @@ class InputEncoder:
     @property
     def n_columns(self):
         """Width of the encoded matrix."""
-        return self.n_numerical + self.n_indicators + len(self.cardinalities)
+        return (
+            self.n_numerical
+            + self.n_indicators
+            + sum(1 if length is None else length for length in self.bag_sizes)
+        )
+
+    @property
+    def bag_sizes(self):
+        """Slots of each list column's bag, ``None`` for each scalar column."""
+        return [] if self.sparse else list(self.list_lengths)
 
     @property
     def n_numerical(self):
@@ -408,14 +635,25 @@ class InputEncoder:
 
     @property
     def cardinalities(self):
-        return [] if self.sparse else [len(c) for c in self.categories]
+        """Each categorical column's largest code (its table has one more row)."""
+        return [] if self.sparse else [lookup.n_rows - 1 for lookup in self.lookups()]
 
     def needs_embedding(self):
         """Whether the network needs a :class:`FeatureEmbedding` in front."""
         return bool(self.cardinalities) or self.num_embedding is not None
 
     # -- persistence ---------------------------------------------------------------
-    _STATE = ("sparse", "has_missing", "center", "scale", "bins", "categories")
+    _STATE = (
+        "sparse",
+        "has_missing",
+        "center",
+        "scale",
+        "bins",
+        "categories",
+        "infrequent",
+        "hash_buckets",
+        "list_lengths",
+    )
 
     def to_json(self):
         """The fitted state as JSON-friendly values."""
@@ -427,12 +665,7 @@ class InputEncoder:
     @classmethod
     def from_json(cls, state, estimator):
         """Rebuild a fitted encoder for ``estimator`` from :meth:`to_json`'s state."""
-        encoder = cls(
-            type(estimator).__name__,
-            estimator.categorical_features,
-            estimator.input_scaling,
-            estimator.num_embedding,
-        )
+        encoder = cls.for_estimator(estimator)
         mask = np.asarray(state["categorical_mask"], dtype=bool)
         if mask.shape != (estimator.n_features_in_,):
             raise ValueError("the categorical mask does not match n_features_in_")
@@ -450,14 +683,45 @@ class InputEncoder:
             encoder.bins = (
                 None if bins is None else [[float(b) for b in e] for e in bins]
             )
-            categories = state["categories"]
-            if len(categories) != int(mask.sum()):
-                raise ValueError("the input encoder's categories do not match the mask")
-            for values in categories:
-                for value in values:
-                    if not isinstance(value, (str, int, float, bool)):
+            n_categorical = int(mask.sum())
+            # Files written before infrequent categories and hashing carry neither.
+            columns = {
+                "categories": state["categories"],
+                "infrequent": state.get("infrequent") or [[]] * n_categorical,
+                "hash_buckets": state.get("hash_buckets") or [None] * n_categorical,
+                "list_lengths": state.get("list_lengths") or [None] * n_categorical,
+            }
+            for key, values in columns.items():
+                if len(values) != n_categorical:
+                    raise ValueError(f"the input encoder's {key} do not match the mask")
+            for key in ("hash_buckets", "list_lengths"):
+                for count in columns[key]:
+                    if count is not None and (
+                        isinstance(count, bool)
+                        or not isinstance(count, int)
+                        or count < 1
+                    ):
+                        raise TypeError(f"{key} must be positive integers or null")
+            encoder.hash_buckets = list(columns["hash_buckets"])
+            encoder.list_lengths = list(columns["list_lengths"])
+            names = getattr(estimator, "feature_names_in_", None)
+            encoder.categorical_names = [
+                int(i) if names is None else str(names[i]) for i in np.flatnonzero(mask)
+            ]
+            for key in ("categories", "infrequent"):
+                checked = []
+                for values, buckets in zip(
+                    columns[key], encoder.hash_buckets, strict=True
+                ):
+                    if buckets is not None:
+                        checked.append(None)
+                        continue
+                    if not isinstance(values, list) or not all(
+                        isinstance(value, (str, int, float, bool)) for value in values
+                    ):
                         raise TypeError("categories may only be strings and numbers")
-            encoder.categories = [list(c) for c in categories]
+                    checked.append(list(values))
+                setattr(encoder, key, checked)
         return encoder
 
     @classmethod
@@ -470,6 +734,8 @@ class InputEncoder:
         encoder.has_missing = [False] * n
         encoder.center, encoder.scale = [0.0] * n, [1.0] * n
         encoder.bins, encoder.categories = None, []
+        encoder.infrequent, encoder.hash_buckets = [], []
+        encoder.categorical_names, encoder.list_lengths = [], []
         return encoder
 
 
@@ -532,7 +798,3 @@ def _weighted_std(column, weights):
     values, weights = column[keep], weights[keep]
     mean = np.average(values, weights=weights)
     return float(np.sqrt(np.average((values - mean) ** 2, weights=weights)))
-
-
-def _sort_key(value):
-    return (type(value).__name__, value)

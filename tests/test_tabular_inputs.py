@@ -18,7 +18,6 @@ from skmoe import (
     MultiGateMoEClassifier,
     MultiGateMoERegressor,
 )
-from skmoe._preprocessing import MAX_CATEGORIES
 from skmoe.nn import MixtureOfExperts
 from skmoe.nn.embeddings import (
     EmbeddedModel,
@@ -266,13 +265,6 @@ def test_bad_categorical_features(spec, X, message):
     with pytest.raises(ValueError, match=message) as info:
         est.fit(X, Y_CLS)
     assert "MixtureOfExpertsClassifier" in str(info.value)
-
-
-def test_too_many_categories_is_a_clear_error():
-    n = MAX_CATEGORIES + 1
-    X = pd.DataFrame({"id": [f"c{i}" for i in range(n)], "x": np.arange(n) / n})
-    with pytest.raises(ValueError, match=r"'id' has 1001 categories, more than"):
-        MixtureOfExpertsRegressor(**FAST).fit(X, np.arange(n, dtype=float))
 
 
 # -- scikit-learn's checks with embeddings on ---------------------------------------

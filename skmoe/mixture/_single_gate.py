@@ -155,6 +155,11 @@ class SingleGateEstimator(BaseMixtureOfExperts):
         num_embedding=None,
         categorical_features="from_dtype",
         input_scaling="robust",
+        min_frequency=None,
+        max_categories=None,
+        categorical_hash_buckets=None,
+        categorical_embedding_dim=None,
+        list_separators=None,
     ):
         self.n_experts = n_experts
         self.top_k = top_k
@@ -182,6 +187,11 @@ class SingleGateEstimator(BaseMixtureOfExperts):
         self.num_embedding = num_embedding
         self.categorical_features = categorical_features
         self.input_scaling = input_scaling
+        self.min_frequency = min_frequency
+        self.max_categories = max_categories
+        self.categorical_hash_buckets = categorical_hash_buckets
+        self.categorical_embedding_dim = categorical_embedding_dim
+        self.list_separators = list_separators
 
     def _build_module(self, n_features, objective, hidden_layer_sizes):
         return MixtureOfExperts(

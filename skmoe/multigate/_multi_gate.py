@@ -206,6 +206,11 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         num_embedding=None,
         categorical_features="from_dtype",
         input_scaling="robust",
+        min_frequency=None,
+        max_categories=None,
+        categorical_hash_buckets=None,
+        categorical_embedding_dim=None,
+        list_separators=None,
     ):
         self.architecture = architecture
         self.n_experts = n_experts
@@ -239,6 +244,11 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         self.num_embedding = num_embedding
         self.categorical_features = categorical_features
         self.input_scaling = input_scaling
+        self.min_frequency = min_frequency
+        self.max_categories = max_categories
+        self.categorical_hash_buckets = categorical_hash_buckets
+        self.categorical_embedding_dim = categorical_embedding_dim
+        self.list_separators = list_separators
 
     def _allows_missing_targets(self):
         return self.allow_missing_labels

@@ -15,10 +15,14 @@ The input of :class:`FeatureEmbedding` is one float tensor laid out as
 floats, ``0`` being the reserved slot for categories unseen in training or missing.
 """
 
+import copy
 import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from .thresholds import SPARSE_EMBEDDING_ROWS
 
 
 def _embedding_init_(weight, bias, fan_in):
@@ -182,6 +186,20 @@ class FeatureEmbedding(nn.Module):
         Bin edges per numerical feature, for ``"piecewise_linear"``.
     d_embedding : int, default=8
         Size of each numerical feature's embedding.
+    categorical_dims : sequence of int or None, default=None
+        Width of each categorical column's embedding; ``None`` uses
+        :func:`categorical_embedding_size` of each cardinality.
+    bag_sizes : sequence of int or None, default=None
+        For each categorical column, ``None`` when it holds one code per row, or
+        the number of columns its bag spans: a list-valued column's codes, padded
+        with ``-1``, whose embeddings are averaged (an embedding bag with mean
+        pooling). ``None`` for all of them when not given.
+    sparse : bool, default=True
+        Tables of at least
+        :data:`~skmoe.nn.thresholds.SPARSE_EMBEDDING_ROWS` rows produce sparse
+        gradients (``nn.Embedding(sparse=True)``), for an optimiser that updates
+        only the rows a batch read (``torch.optim.SparseAdam``); ``False`` keeps
+        every table dense.
 
     Examples
     --------
@@ -202,6 +220,9 @@ class FeatureEmbedding(nn.Module):
         num_embedding=None,
         bins=None,
         d_embedding=8,
+        categorical_dims=None,
+        bag_sizes=None,
+        sparse=True,
     ):
         super().__init__()
         self.n_numerical = int(n_numerical)
@@ -220,9 +241,22 @@ class FeatureEmbedding(nn.Module):
             numerical_out = self.numerical.out_features
         else:
             raise ValueError(f"unknown num_embedding {num_embedding!r}")
+        if categorical_dims is None:
+            categorical_dims = [
+                categorical_embedding_size(c) for c in self.cardinalities
+            ]
+        if len(categorical_dims) != len(self.cardinalities):
+            raise ValueError("categorical_dims needs one width per categorical column")
+        if bag_sizes is None:
+            bag_sizes = [None] * len(self.cardinalities)
+        if len(bag_sizes) != len(self.cardinalities):
+            raise ValueError("bag_sizes needs one entry per categorical column")
+        self.bag_sizes = [None if b is None else int(b) for b in bag_sizes]
         self.categorical = nn.ModuleList(
-            nn.Embedding(c + 1, categorical_embedding_size(c))
-            for c in self.cardinalities
+            nn.Embedding(
+                c + 1, int(d), sparse=bool(sparse) and c + 1 >= SPARSE_EMBEDDING_ROWS
+            )
+            for c, d in zip(self.cardinalities, categorical_dims, strict=True)
         )
         self.out_features = (
             numerical_out
@@ -237,8 +271,19 @@ class FeatureEmbedding(nn.Module):
         parts = [numerical if self.numerical is None else self.numerical(numerical)]
         if n_pass:
             parts.append(x[:, n_num : n_num + n_pass])
-        codes = x[:, n_num + n_pass :].long()
-        parts.extend(emb(codes[:, i]) for i, emb in enumerate(self.categorical))
+        start = n_num + n_pass
+        for table, size in zip(self.categorical, self.bag_sizes, strict=True):
+            if size is None:
+                parts.append(table(x[:, start].long()).to(x.dtype))
+                start += 1
+                continue
+            codes = x[:, start : start + size]
+            start += size
+            present = (codes >= 0).to(x.dtype)
+            vectors = table(codes.clamp(min=0).long()).to(x.dtype)
+            vectors = vectors * present.unsqueeze(-1)
+            count = present.sum(dim=1, keepdim=True).clamp(min=1.0)
+            parts.append(vectors.sum(dim=1) / count)
         return torch.cat(parts, dim=1)
 
 
@@ -301,3 +346,67 @@ class EmbeddedModel(nn.Module):
     def expert_usage(self):
         """The mixture's expert usage since :meth:`reset_usage`."""
         return self.body.expert_usage()
+
+
+class SharedTable(nn.Module):
+    """An embedding lookup reading another module's table without owning it.
+
+    The table is held as a plain attribute, neither parameter nor buffer, so that
+    converting the module holding it (``.double()``, ``.to()``) leaves the table as
+    it is: a float64 copy of a model can read the float32 tables of the original
+    (a lookup only moves values, so the float64 result is exact) instead of holding
+    a second, twice as large copy of each.
+
+    Parameters
+    ----------
+    table : torch.Tensor of shape (n_rows, dim)
+
+    Examples
+    --------
+    >>> import torch
+    >>> table = torch.arange(6.0).reshape(3, 2)
+    >>> SharedTable(table).double()(torch.tensor([2, 0]))
+    tensor([[4., 5.],
+            [0., 1.]])
+    """
+
+    def __init__(self, table):
+        super().__init__()
+        self.__dict__["table"] = table
+
+    @property
+    def num_embeddings(self):
+        return self.table.shape[0]
+
+    @property
+    def embedding_dim(self):
+        return self.table.shape[1]
+
+    def forward(self, codes):
+        """The rows ``codes`` of the table."""
+        return F.embedding(codes, self.table)
+
+
+def float64_copy(module):
+    """A float64 copy of ``module`` in evaluation mode whose embedding tables read
+    ``module``'s own tables (see :class:`SharedTable`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skmoe.nn import MixtureOfExperts
+    >>> emb = FeatureEmbedding(1, cardinalities=[4])
+    >>> model = EmbeddedModel(emb, MixtureOfExperts(emb.out_features, 2))
+    >>> copy64 = float64_copy(model)
+    >>> copy64.embedding.categorical[0].table is emb.categorical[0].weight.data
+    False
+    >>> copy64.embedding.categorical[0].table.data_ptr() == (
+    ...     emb.categorical[0].weight.data_ptr())
+    True
+    """
+    memo = {}
+    for owner in module.modules():
+        if isinstance(owner, FeatureEmbedding):
+            for table in owner.categorical:
+                memo[id(table)] = SharedTable(table.weight.detach())
+    return copy.deepcopy(module, memo).double().eval()

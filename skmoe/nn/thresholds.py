@@ -38,3 +38,9 @@ CROSS_ENTROPY_MIN_WIDTH = 4
 SMALL_BATCH_MAX_ROWS = 16
 """Up to this many rows the estimators predict with NumPy; one-row to 64-row
 ``predict`` timed for 8 and 64 experts, top-1 and top-2."""
+
+SPARSE_EMBEDDING_ROWS = 16_384
+"""Categorical embedding tables of at least this many rows take sparse gradients
+and a lazy Adam step (only the rows a batch reads are updated), so that a step's cost
+does not grow with the vocabulary; smaller tables keep dense Adam, whose cost at
+this size is about that of one expert layer's update."""
