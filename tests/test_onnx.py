@@ -338,14 +338,6 @@ def test_zipmap_and_nocl_work_as_for_skl2onnx_classifiers(options):
     np.testing.assert_allclose(table, proba, atol=1e-5)
 
 
-def test_zipmap_is_refused_by_name_for_regressors():
-    X = X_TRAIN.astype(np.float32)
-    regressor = MixtureOfExpertsRegressor(**FAST).fit(X, X_TRAIN[:, 0])
-    skmoe.export.register_converters()
-    with pytest.raises(NameError, match="Option 'zipmap'"):
-        skl2onnx.to_onnx(regressor, X[:1], options={"zipmap": False})
-
-
 def test_multi_output_classifier_keeps_tensors_and_refuses_zipmap_columns():
     estimator = MultiGateMoEClassifier(**FAST).fit(
         X_TRAIN, _targets("classifier", 2, X_TRAIN)
@@ -606,3 +598,13 @@ def test_categories_of_mixed_types_are_refused_naming_the_parameter():
     with pytest.raises(TypeError, match=r"'city' \(categorical_features\)") as info:
         to_onnx(estimator, frame[:2])
     assert "EmbeddedModel" not in str(info.value)
+
+
+def test_distilled_student_of_a_raw_frame():
+    """distill's student is fitted on the teacher's raw frame and exports from it."""
+    frame = _frame(300, seed=0)
+    teacher = MixtureOfExpertsRegressor(num_embedding="piecewise_linear", **FAST)
+    teacher.fit(frame, _frame_target(frame, "regressor"))
+    student = skmoe.distill(teacher, frame, max_iter=2)
+    test = _frame_test_rows()
+    _check_frame(student, to_onnx(student, frame[:2]), test, atol=1e-6)

@@ -22,13 +22,18 @@ def _import_skl2onnx():
 def to_onnx(estimator, X_sample, target_opset=None):
     """Export a fitted skmoe estimator to an ONNX model.
 
-    Every estimator and routing scheme is supported. Sparse routing (``top_k``, noisy
-    top-k, switch) is exported through its dense-equivalent computation: all experts
-    are computed and each row's top-k weights are scattered into a dense weight
-    matrix, so the graph has fixed shapes and no data-dependent branch. Classifiers
-    output ``label`` and ``probabilities`` (one ``probabilities_<j>`` per output for
-    several outputs); regressors output ``variable`` of shape ``(rows, n_outputs)`` on
-    the scale of ``y``.
+    Every estimator, architecture and routing scheme is supported, with its input
+    encoding (robust scaling, NaN, categorical columns) and numerical embeddings.
+    Sparse routing (``top_k``, noisy top-k, switch) is exported through its
+    dense-equivalent computation: all experts are computed and each row's top-k
+    weights are scattered into a dense weight matrix, so the graph has fixed shapes
+    and no data-dependent branch.
+
+    Outputs: classifiers give ``label`` and ``probabilities`` tensors (one
+    ``probabilities_<j>`` per output for several outputs); regressors ``variable`` of
+    shape ``(rows, n_outputs)`` on the scale of ``y``; :class:`~skmoe.MultiGateMoE`
+    gives, task by task, ``label_<task>`` and ``probabilities_<task>`` for a
+    classification and ``variable_<task>`` of shape ``(rows, 1)`` for a regression.
 
     To convert a whole ``Pipeline`` ending in a skmoe estimator, call
     :func:`skmoe.export.register_converters` and then ``skl2onnx.to_onnx``.
@@ -36,11 +41,11 @@ def to_onnx(estimator, X_sample, target_opset=None):
     Parameters
     ----------
     estimator : MixtureOfExpertsClassifier, MixtureOfExpertsRegressor, \
-MultiGateMoEClassifier or MultiGateMoERegressor
+MultiGateMoEClassifier, MultiGateMoERegressor or MultiGateMoE
         A fitted estimator.
-    X_sample : {array-like, sparse matrix} of shape (n_samples, n_features)
-        A few input rows; they fix the input's width and precision: float64 rows give
-        a float64 graph, anything else a float32 graph.
+    X_sample : {array-like, sparse matrix, DataFrame} of shape (n_samples, n_features)
+        A few input rows with the columns of ``fit``; they fix the precision: float64
+        numerical columns give a float64 graph, anything else a float32 graph.
     target_opset : int or None, default=None
         ONNX opset of the model (13 or later); ``None`` picks the newest that
         skl2onnx has tested.
@@ -48,7 +53,14 @@ MultiGateMoEClassifier or MultiGateMoERegressor
     Returns
     -------
     onnx.ModelProto
-        One float input ``X`` of shape ``(None, n_features)``.
+        Without categorical columns, one float input ``X`` of shape
+        ``(None, n_features)``. With categorical columns, one input of shape
+        ``(None, 1)`` per column, named after it (``x<j>`` for an array): the graph's
+        floats for a numerical column (NaN for missing), strings for a column of
+        string categories and float64 for one of numbers (a value not among the
+        training categories, such as ``""`` or NaN, gets the reserved code of unseen
+        and missing values). :func:`skmoe.export.onnx_inputs` builds these feeds from
+        a DataFrame.
 
     Raises
     ------
@@ -57,9 +69,10 @@ MultiGateMoEClassifier or MultiGateMoERegressor
     ValueError
         If ``X_sample`` does not have the estimator's number of features.
     TypeError
-        If the estimator (or its module) is not one that can be exported, or the
-        graph does not reproduce its predictions on ``X_sample`` (checked with
-        onnxruntime when it is installed).
+        If the estimator is not one that can be exported (the message names the
+        parameter that prevents it, such as a ``categorical_features`` column whose
+        categories mix strings and numbers), or the graph does not reproduce its
+        predictions on ``X_sample`` (checked with onnxruntime when it is installed).
     ImportError
         If the ``onnx`` extra (onnx, skl2onnx) is not installed.
 
@@ -178,6 +191,25 @@ def onnx_inputs(model, X):
     -------
     dict
         ``{input name: ndarray}``, for ``InferenceSession.run``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import onnxruntime as ort
+    >>> import pandas as pd
+    >>> from skmoe import MixtureOfExpertsRegressor, to_onnx
+    >>> from skmoe.export import onnx_inputs
+    >>> X = pd.DataFrame({"size": np.arange(60.0), "city": ["a", "b", "c"] * 20})
+    >>> reg = MixtureOfExpertsRegressor(max_iter=5, random_state=0)
+    >>> reg = reg.fit(X, X["size"] + (X["city"] == "b"))
+    >>> model = to_onnx(reg, X[:1])
+    >>> [i.name for i in model.graph.input]
+    ['size', 'city']
+    >>> new = pd.DataFrame({"size": [1.0, np.nan], "city": ["b", None]})
+    >>> session = ort.InferenceSession(model.SerializeToString())
+    >>> (values,) = session.run(None, onnx_inputs(model, new))
+    >>> bool(np.allclose(values.ravel(), reg.predict(new)))
+    True
     """
     from .._preprocessing import _missing
 
