@@ -279,14 +279,14 @@ def test_robust_scaling_and_missing_values_are_in_the_graph(cls, dtype):
 # -- skl2onnx's classifier options ----------------------------------------------------
 
 
-def _pipeline_pair():
+def _pipeline_pair(labels):
     """The same Pipeline ending in a skmoe classifier and in LogisticRegression."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     X = X_TRAIN.astype(np.float32)
-    y = np.array(["low", "mid", "high"])[_targets("classifier", 1, X_TRAIN)]
+    y = np.asarray(labels)[_targets("classifier", 1, X_TRAIN)]
     ours = make_pipeline(StandardScaler(), MixtureOfExpertsClassifier(**FAST))
     theirs = make_pipeline(StandardScaler(), LogisticRegression())
     return X, ours.fit(X, y), theirs.fit(X, y)
@@ -309,10 +309,14 @@ def _outputs_as_python(model, X):
     ],
     ids=str,
 )
-def test_zipmap_and_nocl_work_as_for_skl2onnx_classifiers(options):
+@pytest.mark.parametrize(
+    "labels", [["low", "mid", "high"], [0.0, 1.0, 2.0], [3, 5, 7]], ids=str
+)
+def test_zipmap_and_nocl_work_as_for_skl2onnx_classifiers(options, labels):
     """A Pipeline ending in a skmoe classifier takes skl2onnx's classifier options
-    and gives the outputs (names, kinds, keys) that LogisticRegression gives."""
-    X, ours, theirs = _pipeline_pair()
+    and gives the outputs (names, kinds, label types, keys) that LogisticRegression
+    gives."""
+    X, ours, theirs = _pipeline_pair(labels)
     skmoe.export.register_converters()
     got, names = _outputs_as_python(skl2onnx.to_onnx(ours, X[:1], options=options), X)
     want, want_names = _outputs_as_python(
@@ -320,6 +324,7 @@ def test_zipmap_and_nocl_work_as_for_skl2onnx_classifiers(options):
     )
     assert names == want_names
     assert [type(o) for o in got] == [type(o) for o in want]
+    assert got[0].dtype == want[0].dtype
     classes = ours.classes_
     proba = ours.predict_proba(X)
     nocl = bool(options and options.get("nocl"))
@@ -608,3 +613,33 @@ def test_distilled_student_of_a_raw_frame():
     student = skmoe.distill(teacher, frame, max_iter=2)
     test = _frame_test_rows()
     _check_frame(student, to_onnx(student, frame[:2]), test, atol=1e-6)
+
+
+def test_categorical_codes_from_a_pipeline_step():
+    """A skmoe estimator with categorical_features after an OrdinalEncoder reads the
+    codes from the one tensor the Pipeline hands it."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    frame = _frame(300, seed=0)
+    frame["city"] = frame["city"].fillna("none")
+    numbers = ColumnTransformer(
+        [("city", OrdinalEncoder(), ["city"])], remainder="passthrough"
+    )
+    pipe = make_pipeline(
+        numbers, MixtureOfExpertsRegressor(categorical_features=[0], **FAST)
+    )
+    pipe.fit(frame[["city", "size"]], _frame_target(frame, "regressor"))
+    skmoe.export.register_converters()
+    model = skl2onnx.to_onnx(pipe, frame[["city", "size"]][:1])
+    test = _frame_test_rows()[["city", "size"]].iloc[6:]  # no unseen cities
+    test["city"] = test["city"].fillna("none")
+    feeds = {
+        "city": test[["city"]].to_numpy().astype(object),
+        "size": test[["size"]].to_numpy(),
+    }
+    (values,) = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    np.testing.assert_allclose(
+        values.ravel(), pipe.predict(test), rtol=0, atol=1e-6 * 50.0
+    )

@@ -97,6 +97,10 @@ def _label_kind(classes, estimator):
             for v in np.asarray(c).ravel()
         }
     kinds = {"i" if k in "iub" else "U" if k in "US" else k for k in kinds}
+    if kinds == {"f"} and all(
+        np.all(np.mod(np.asarray(c, dtype=np.float64), 1) == 0) for c in classes
+    ):
+        kinds = {"i"}  # whole numbers: int64 labels, as skl2onnx's classifiers give
     if len(kinds) != 1 or not kinds <= {"i", "U", "f"}:
         raise TypeError(
             f"ONNX export needs the class labels of {type(estimator).__name__} to be "
@@ -147,8 +151,8 @@ def _outputs(model, nocl=False):
     ]
 
 
-def _label_type(model, classes, float_type, nocl):
-    if nocl:
+def _label_type(model, classes, float_type, options):
+    if options["nocl"]:
         return Int64TensorType
     kind = _label_kind(classes, model)
     return {"i": Int64TensorType, "U": StringTensorType}.get(kind, float_type)
@@ -168,7 +172,7 @@ def _parser(scope, model, inputs, custom_parsers=None):
                 if isinstance(model, MultiGateMoE)
                 else _class_arrays(model)
             )
-            var_type = _label_type(model, classes, float_type, options["nocl"])
+            var_type = _label_type(model, classes, float_type, options)
         else:
             var_type = float_type
         operator.outputs.append(scope.declare_local_variable(name, var_type()))
@@ -219,6 +223,7 @@ def _shape_calculator(operator):
         )
     x_type = inputs[0].type
     n_rows = x_type.shape[0] if x_type.shape else None
+    float_type = _graph_float_type(inputs)
     for output, (_, kind, index) in zip(
         operator.outputs, _outputs(estimator), strict=True
     ):
@@ -238,6 +243,10 @@ def _shape_calculator(operator):
             output.type.shape = [n_rows, 1]
         else:
             output.type.shape = [n_rows, estimator.n_outputs_]
+        if isinstance(output.type, (FloatTensorType, DoubleTensorType)):
+            # The inputs' types are final only now (a Pipeline step's may change
+            # after parsing): the float outputs follow them.
+            output.type = float_type(output.type.shape)
 
 
 def _cast(g, variable, float_type):
@@ -314,7 +323,13 @@ def _converter(scope, operator, container):
         labels = []
         for j, logits in enumerate(_split(g, raw, widths)):
             labels.append(
-                _emit_class(g, logits, classes[j], outputs[1 + j], options["nocl"])
+                _emit_class(
+                    g,
+                    logits,
+                    classes[j],
+                    outputs[1 + j],
+                    options["nocl"],
+                )
             )
         if not isinstance(estimator.classes_, list):
             g.op("Identity", labels, outputs=[outputs[0]])
