@@ -7,8 +7,14 @@ expert runs on every row, and sparse routing (top-k, noisy top-k, switch) become
 therefore has fixed shapes and no data-dependent branch, at the cost of computing the
 unused experts. Noise and jitter are training-only and absent, as in ``predict``.
 
+The input encoder (:func:`emit_input_encoder`: scaling, NaN, missing-value
+indicators, categorical codes looked up from the raw values) and the feature
+embedding in front of the mixture (:func:`emit_feature_embedding`: periodic and
+piecewise-linear numerical embeddings, categorical embedding tables) are written the
+same way, so the graph starts from the columns the estimator was fitted on.
+
 The structure is read from the modules' public attributes (gates, expert banks,
-levels, towers); a module this file does not know is refused by
+levels, towers, embeddings); a module this file does not know is refused by
 :func:`check_exportable` rather than exported wrongly.
 """
 
