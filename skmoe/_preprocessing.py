@@ -22,6 +22,7 @@ Its state is plain numbers, strings and lists (:meth:`InputEncoder.to_json`), wh
 
 import copy
 from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -104,6 +105,15 @@ default="from_dtype"
         the longest seen in training keep their first elements. A column that
         mixes list cells and scalar cells is a ``ValueError``.
 """
+
+
+class CategoryCodes(NamedTuple):
+    """One categorical column's encoding (see :meth:`InputEncoder.category_codes`)."""
+
+    column: int
+    values: list
+    codes: list
+    reserved: int
 
 
 def _is_dataframe(X):
@@ -641,6 +651,26 @@ class InputEncoder:
     def needs_embedding(self):
         """Whether the network needs a :class:`FeatureEmbedding` in front."""
         return bool(self.cardinalities) or self.num_embedding is not None
+
+    def category_codes(self):
+        """How each categorical column's raw values become codes, for code outside
+        this class (ONNX export) that must encode exactly as :meth:`transform`.
+
+        Returns
+        -------
+        list of CategoryCodes
+            One per categorical column, in the order of the encoded matrix: the
+            column's position in ``X``, the raw values that have a code of their own,
+            those codes, and the reserved code that every other value (unseen,
+            missing) gets.
+        """
+        if self.sparse:
+            return []
+        positions = np.flatnonzero(self.categorical_mask)
+        return [
+            CategoryCodes(int(j), list(c), list(range(1, len(c) + 1)), 0)
+            for j, c in zip(positions, self.categories, strict=True)
+        ]
 
     # -- persistence ---------------------------------------------------------------
     _STATE = (

@@ -123,9 +123,14 @@ def test_string_labels_and_tanh_experts():
 def test_graph_has_no_data_dependent_branch():
     estimator = MixtureOfExpertsClassifier(top_k=2, **FAST)
     estimator.fit(X_TRAIN, _targets("classifier", 1, X_TRAIN))
-    ops = {node.op_type for node in to_onnx(estimator, X_TRAIN[:1]).graph.node}
+    nodes = to_onnx(estimator, X_TRAIN[:1]).graph.node
+    ops = {node.op_type for node in nodes}
     assert "TopK" in ops and "ScatterElements" in ops
-    assert not ops & {"If", "Loop", "Scan", "NonZero", "Where", "Compress"}
+    assert not ops & {"If", "Loop", "Scan", "NonZero", "Compress"}
+    # The one element-wise selection reads a NaN as 0 (as predict does).
+    made_by = {out: node.op_type for node in nodes for out in node.output}
+    wheres = [node for node in nodes if node.op_type == "Where"]
+    assert [made_by[node.input[0]] for node in wheres] == ["IsNaN"]
 
 
 def test_pipeline_with_column_transformer_converts_into_one_graph():
@@ -152,7 +157,7 @@ def test_pipeline_with_column_transformer_converts_into_one_graph():
         MixtureOfExpertsClassifier(top_k=2, **FAST),
     ).fit(frame, y)
     skmoe.export.register_converters()
-    model = skl2onnx.to_onnx(pipe, frame[:1])
+    model = skl2onnx.to_onnx(pipe, frame[:1], options={"zipmap": False})
     session = ort.InferenceSession(model.SerializeToString())
     feeds = {
         "x0": frame[["x0"]].to_numpy(),
@@ -269,3 +274,372 @@ def test_robust_scaling_and_missing_values_are_in_the_graph(cls, dtype):
     test[0, 2], test[1, 3] = 1e30, -1e30  # clipped, not overflowed
     model = to_onnx(estimator, test[:1].astype(dtype))
     _check(estimator, model, test.astype(dtype), 1e-4)
+
+
+# -- skl2onnx's classifier options ----------------------------------------------------
+
+
+def _pipeline_pair(labels):
+    """The same Pipeline ending in a skmoe classifier and in LogisticRegression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = X_TRAIN.astype(np.float32)
+    y = np.asarray(labels)[_targets("classifier", 1, X_TRAIN)]
+    ours = make_pipeline(StandardScaler(), MixtureOfExpertsClassifier(**FAST))
+    theirs = make_pipeline(StandardScaler(), LogisticRegression())
+    return X, ours.fit(X, y), theirs.fit(X, y)
+
+
+def _outputs_as_python(model, X):
+    session = ort.InferenceSession(model.SerializeToString())
+    return session.run(None, {"X": X}), [o.name for o in session.get_outputs()]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        None,
+        {"zipmap": False},
+        {"zipmap": True},
+        {"zipmap": "columns"},
+        {"nocl": True},
+        {"zipmap": False, "nocl": True},
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize(
+    "labels", [["low", "mid", "high"], [0.0, 1.0, 2.0], [3, 5, 7]], ids=str
+)
+def test_zipmap_and_nocl_work_as_for_skl2onnx_classifiers(options, labels):
+    """A Pipeline ending in a skmoe classifier takes skl2onnx's classifier options
+    and gives the outputs (names, kinds, label types, keys) that LogisticRegression
+    gives."""
+    X, ours, theirs = _pipeline_pair(labels)
+    skmoe.export.register_converters()
+    got, names = _outputs_as_python(skl2onnx.to_onnx(ours, X[:1], options=options), X)
+    want, want_names = _outputs_as_python(
+        skl2onnx.to_onnx(theirs, X[:1], options=options), X
+    )
+    assert names == want_names
+    assert [type(o) for o in got] == [type(o) for o in want]
+    assert got[0].dtype == want[0].dtype
+    classes = ours.classes_
+    proba = ours.predict_proba(X)
+    nocl = bool(options and options.get("nocl"))
+    expected_labels = (
+        np.argmax(proba, axis=1) if nocl else classes[np.argmax(proba, axis=1)]
+    )
+    np.testing.assert_array_equal(got[0], expected_labels)
+    keys = list(range(len(classes))) if nocl else list(classes)
+    if isinstance(got[1], list):  # zipmap: one {class: probability} per row
+        assert list(got[1][0]) == list(want[1][0]) == keys
+        table = np.array([[row[k] for k in keys] for row in got[1]])
+    elif len(got) > 2:  # zipmap="columns": one column per class
+        table = np.column_stack(got[1:])
+    else:
+        table = got[1]
+    np.testing.assert_allclose(table, proba, atol=1e-5)
+
+
+def test_multi_output_classifier_keeps_tensors_and_refuses_zipmap_columns():
+    estimator = MultiGateMoEClassifier(**FAST).fit(
+        X_TRAIN, _targets("classifier", 2, X_TRAIN)
+    )
+    skmoe.export.register_converters()
+    X = X_TRAIN[:20].astype(np.float32)
+    model = skl2onnx.to_onnx(estimator, X[:1], options={"nocl": True})
+    label, *probas = ort.InferenceSession(model.SerializeToString()).run(None, {"X": X})
+    expected = estimator.predict_proba(X)
+    np.testing.assert_array_equal(
+        label, np.column_stack([p.argmax(axis=1) for p in expected])
+    )
+    for got, want in zip(probas, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="zipmap='columns' needs a classifier with"):
+        skl2onnx.to_onnx(estimator, X[:1], options={"zipmap": "columns"})
+
+
+# -- raw DataFrames: categorical columns, NaN, numerical embeddings -------------------
+
+
+def _frame(n, seed):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(size=n) * 50.0 + 10.0,
+            "city": rng.choice(["paris", "rome", "oslo", "lima"], n).astype(object),
+            "age": rng.normal(size=n),
+            "grade": pd.Categorical(rng.choice([1, 2, 7], n)),
+        }
+    )
+    frame.loc[::7, "size"] = np.nan
+    frame.loc[::11, "city"] = None
+    return frame
+
+
+def _frame_target(frame, kind):
+    z = frame["size"].fillna(0.0) / 50.0 + (frame["city"] == "rome") - frame["age"]
+    if kind == "classifier":
+        return np.array(["no", "yes"])[(z > 0).to_numpy().astype(int)]
+    return 3.0 * z.to_numpy() + 100.0
+
+
+def _frame_test_rows():
+    """Rows with unseen categories, missing categories and NaN in both numerical
+    columns (one of which had no NaN in training)."""
+    test = _frame(300, seed=1)
+    test.loc[0, "city"] = "berlin"  # unseen
+    test.loc[1, "city"] = np.nan
+    test.loc[2, "age"] = np.nan  # no NaN in training
+    test.loc[3, ["size", "age"]] = np.nan
+    test["grade"] = test["grade"].cat.add_categories([99])
+    test.loc[4, "grade"] = 99  # unseen
+    test.loc[5, "grade"] = np.nan
+    return test
+
+
+def _check_frame(estimator, model, frame, atol):
+    from skmoe.export import onnx_inputs
+
+    session = ort.InferenceSession(model.SerializeToString())
+    outputs = session.run(None, onnx_inputs(model, frame))
+    if hasattr(estimator, "predict_proba"):
+        label, proba = outputs
+        np.testing.assert_allclose(proba, estimator.predict_proba(frame), atol=atol)
+        np.testing.assert_array_equal(label, estimator.predict(frame))
+    else:
+        scale = estimator._scaler.scale.max()
+        np.testing.assert_allclose(
+            outputs[0].ravel(), estimator.predict(frame), atol=atol * scale, rtol=0
+        )
+
+
+@pytest.mark.parametrize("num_embedding", [None, "periodic", "piecewise_linear"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_raw_frame_with_categories_nan_and_embeddings(kind, num_embedding):
+    frame = _frame(300, seed=0)
+    cls = (
+        MixtureOfExpertsClassifier
+        if kind == "classifier"
+        else (MixtureOfExpertsRegressor)
+    )
+    estimator = cls(num_embedding=num_embedding, top_k=2, **FAST)
+    estimator.fit(frame, _frame_target(frame, kind))
+    test = _frame_test_rows()
+    model = to_onnx(estimator, frame[:2])
+    inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    # one (rows, 1) input per column: float64 numbers, strings, float64 categories
+    assert inputs == {"size": 11, "city": 8, "age": 11, "grade": 11}
+    _check_frame(estimator, model, test, atol=1e-6)
+    model32 = to_onnx(
+        estimator, frame[:2].astype({"size": "float32", "age": "float32"})
+    )
+    assert model32.graph.input[0].type.tensor_type.elem_type == 1  # float32
+    _check_frame(estimator, model32, test, atol=1e-4)
+
+
+def test_categorical_column_indices_of_an_array():
+    """categorical_features by index on a float array: one input per column named
+    x0, x1, ...; a NaN category reads as missing."""
+    X = X_TRAIN.copy()
+    X[:, 2] = np.arange(240) % 4 * 10.0
+    X[::9, 2] = np.nan
+    y = _targets("classifier", 1, X_TRAIN)
+    estimator = MixtureOfExpertsClassifier(categorical_features=[2], **FAST).fit(X, y)
+    test = X_TEST[:200].copy()
+    test[:, 2] = np.arange(200) % 6 * 10.0  # 40 and 50 unseen
+    test[::5, 2] = np.nan
+    model = to_onnx(estimator, X[:3])
+    assert [i.name for i in model.graph.input] == [f"x{j}" for j in range(6)]
+    _check_frame(estimator, model, test, atol=1e-6)
+
+
+def test_nan_at_inference_in_a_column_without_nan_in_training(fitted_regressor):
+    test = X_TEST[:50].copy()
+    test[::3, 1] = np.nan
+    (values,) = _run(to_onnx(fitted_regressor, X_TRAIN[:2]), test)
+    np.testing.assert_allclose(
+        values.ravel(), fitted_regressor.predict(test), rtol=0, atol=1e-6
+    )
+
+
+def test_skl2onnx_guesses_the_frame_inputs():
+    """skl2onnx.to_onnx on the estimator fitted on a frame, with the input types it
+    guesses from the frame (integers and strings)."""
+    frame = _frame(300, seed=0)
+    frame["grade"] = frame["grade"].astype(np.int64)
+    frame["city"] = frame["city"].fillna("")
+    y = _frame_target(frame, "classifier")
+    estimator = MixtureOfExpertsClassifier(
+        categorical_features=["city", "grade"], **FAST
+    ).fit(frame, y)
+    skmoe.export.register_converters()
+    model = skl2onnx.to_onnx(estimator, frame[:1], options={"zipmap": False})
+    session = ort.InferenceSession(model.SerializeToString())
+    feeds = {c: frame[[c]].to_numpy() for c in frame.columns}
+    feeds["city"] = feeds["city"].astype(object)
+    label, proba = session.run(None, feeds)
+    np.testing.assert_allclose(proba, estimator.predict_proba(frame), atol=1e-5)
+    assert (label == estimator.predict(frame)).mean() > 0.99
+
+
+# -- multi-gate models ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("architecture", ["mmoe", "ple"])
+def test_mixed_task_types_one_output_per_task(architecture):
+    pd = pytest.importorskip("pandas")
+    from skmoe import MultiGateMoE
+
+    frame = _frame(300, seed=0)
+    z = _frame_target(frame, "regressor")
+    y = pd.DataFrame(
+        {
+            "click": (z > 100).astype(int),
+            "colour": np.array(["red", "green", "blue"])[np.digitize(z, [98, 102])],
+            "dwell": z * 10.0,
+        }
+    )
+    estimator = MultiGateMoE(
+        architecture=architecture, num_embedding="periodic", **FAST
+    ).fit(frame, y)
+    test = _frame_test_rows()
+    model = to_onnx(estimator, frame[:2])
+    names = [o.name for o in model.graph.output]
+    assert names == [
+        "label_click",
+        "probabilities_click",
+        "label_colour",
+        "probabilities_colour",
+        "variable_dwell",
+    ]
+    from skmoe.export import onnx_inputs
+
+    session = ort.InferenceSession(model.SerializeToString())
+    outputs = dict(zip(names, session.run(None, onnx_inputs(model, test)), strict=True))
+    predicted, proba = estimator.predict(test), estimator.predict_proba(test)
+    for task in ("click", "colour"):
+        np.testing.assert_allclose(
+            outputs[f"probabilities_{task}"], proba[task], atol=1e-6
+        )
+        np.testing.assert_array_equal(outputs[f"label_{task}"], predicted[task])
+    np.testing.assert_allclose(
+        outputs["variable_dwell"].ravel(), predicted["dwell"], rtol=1e-9, atol=1e-6
+    )
+
+
+def test_mixed_tasks_of_an_array_with_a_chain():
+    from skmoe import MultiGateMoE
+
+    click = (X_TRAIN[:, 0] > 0).astype(int)
+    buy = click & (X_TRAIN[:, 1] > 0)
+    y = np.column_stack([click, buy, 5.0 * X_TRAIN[:, 2]])
+    estimator = MultiGateMoE(
+        task_types=["binary", "binary", "regression"], task_chain={1: 0}, **FAST
+    ).fit(X_TRAIN, y)
+    model = to_onnx(estimator, X_TRAIN[:2])
+    names = [o.name for o in model.graph.output]
+    assert names == [
+        "label_0",
+        "probabilities_0",
+        "label_1",
+        "probabilities_1",
+        "variable_2",
+    ]
+    outputs = _run(model, X_TEST[:300])
+    predicted, proba = (
+        estimator.predict(X_TEST[:300]),
+        estimator.predict_proba(X_TEST[:300]),
+    )
+    for t in (0, 1):
+        np.testing.assert_allclose(outputs[2 * t + 1], proba[t], atol=1e-6)
+        np.testing.assert_array_equal(outputs[2 * t], predicted[:, t])
+    np.testing.assert_allclose(outputs[4].ravel(), predicted[:, 2], atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [MultiGateMoEClassifier, MultiGateMoERegressor])
+def test_multigate_estimators_on_a_raw_frame(cls):
+    frame = _frame(300, seed=0)
+    kind = "classifier" if cls is MultiGateMoEClassifier else "regressor"
+    first = _frame_target(frame, kind)
+    second = (
+        np.where(frame["age"] > 0, "old", "young")
+        if kind == "classifier"
+        else frame["age"].to_numpy() * 7.0
+    )
+    estimator = cls(architecture="cgc", num_embedding="piecewise_linear", **FAST).fit(
+        frame, np.column_stack([first, second])
+    )
+    test = _frame_test_rows()
+    from skmoe.export import onnx_inputs
+
+    model = to_onnx(estimator, frame[:2])
+    outputs = ort.InferenceSession(model.SerializeToString()).run(
+        None, onnx_inputs(model, test)
+    )
+    if kind == "classifier":
+        np.testing.assert_array_equal(outputs[0], estimator.predict(test))
+        for got, want in zip(outputs[1:], estimator.predict_proba(test), strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    else:
+        scale = estimator._scaler.scale
+        np.testing.assert_allclose(
+            outputs[0], estimator.predict(test), atol=1e-6 * scale.max(), rtol=0
+        )
+
+
+# -- what cannot export ---------------------------------------------------------------
+
+
+def test_categories_of_mixed_types_are_refused_naming_the_parameter():
+    frame = _frame(300, seed=0)
+    frame["city"] = frame["city"].where(frame.index % 5 != 0, 3)  # strings and ints
+    estimator = MixtureOfExpertsRegressor(**FAST).fit(
+        frame, _frame_target(frame, "regressor")
+    )
+    with pytest.raises(TypeError, match=r"'city' \(categorical_features\)") as info:
+        to_onnx(estimator, frame[:2])
+    assert "EmbeddedModel" not in str(info.value)
+
+
+def test_distilled_student_of_a_raw_frame():
+    """distill's student is fitted on the teacher's raw frame and exports from it."""
+    frame = _frame(300, seed=0)
+    teacher = MixtureOfExpertsRegressor(num_embedding="piecewise_linear", **FAST)
+    teacher.fit(frame, _frame_target(frame, "regressor"))
+    student = skmoe.distill(teacher, frame, max_iter=2)
+    test = _frame_test_rows()
+    _check_frame(student, to_onnx(student, frame[:2]), test, atol=1e-6)
+
+
+def test_categorical_codes_from_a_pipeline_step():
+    """A skmoe estimator with categorical_features after an OrdinalEncoder reads the
+    codes from the one tensor the Pipeline hands it."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    frame = _frame(300, seed=0)
+    frame["city"] = frame["city"].fillna("none")
+    numbers = ColumnTransformer(
+        [("city", OrdinalEncoder(), ["city"])], remainder="passthrough"
+    )
+    pipe = make_pipeline(
+        numbers, MixtureOfExpertsRegressor(categorical_features=[0], **FAST)
+    )
+    pipe.fit(frame[["city", "size"]], _frame_target(frame, "regressor"))
+    skmoe.export.register_converters()
+    model = skl2onnx.to_onnx(pipe, frame[["city", "size"]][:1])
+    test = _frame_test_rows()[["city", "size"]].iloc[6:]  # no unseen cities
+    test["city"] = test["city"].fillna("none")
+    feeds = {
+        "city": test[["city"]].to_numpy().astype(object),
+        "size": test[["size"]].to_numpy(),
+    }
+    (values,) = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    np.testing.assert_allclose(
+        values.ravel(), pipe.predict(test), rtol=0, atol=1e-6 * 50.0
+    )

@@ -1,11 +1,13 @@
 """Export of fitted skmoe estimators to ONNX, for serving with onnxruntime.
 
-:func:`to_onnx` exports one estimator; :func:`register_converters` registers skmoe's
-converters with skl2onnx so that whole Pipelines convert with ``skl2onnx.to_onnx``.
+:func:`to_onnx` exports one estimator; :func:`onnx_inputs` turns rows (a DataFrame
+with categorical columns, say) into the feeds of its graph; :func:`register_converters`
+registers skmoe's converters with skl2onnx so that whole Pipelines convert with
+``skl2onnx.to_onnx``.
 Both need the ``onnx`` extra (``pip install "skmoe[onnx]"``), imported only when called.
 """
 
-from ._onnx import to_onnx
+from ._onnx import onnx_inputs, to_onnx
 
 
 def register_converters():
@@ -39,4 +41,4 @@ def register_converters():
     register()
 
 
-__all__ = ["register_converters", "to_onnx"]
+__all__ = ["onnx_inputs", "register_converters", "to_onnx"]

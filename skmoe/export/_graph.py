@@ -7,16 +7,29 @@ expert runs on every row, and sparse routing (top-k, noisy top-k, switch) become
 therefore has fixed shapes and no data-dependent branch, at the cost of computing the
 unused experts. Noise and jitter are training-only and absent, as in ``predict``.
 
+The input encoder (:func:`emit_input_encoder`: scaling, NaN, missing-value
+indicators, categorical codes looked up from the raw values) and the feature
+embedding in front of the mixture (:func:`emit_feature_embedding`: periodic and
+piecewise-linear numerical embeddings, categorical embedding tables) are written the
+same way, so the graph starts from the columns the estimator was fitted on.
+
 The structure is read from the modules' public attributes (gates, expert banks,
-levels, towers); a module this file does not know is refused by
+levels, towers, embeddings); a module this file does not know is refused by
 :func:`check_exportable` rather than exported wrongly.
 """
 
 import numpy as np
 from onnx import TensorProto, numpy_helper
+from torch import nn
 
 from .._preprocessing import Z_LIMIT
 from ..nn import ExpertBank, Gate, MixtureOfExperts, MultiGateMixtureOfExperts
+from ..nn.embeddings import (
+    EmbeddedModel,
+    FeatureEmbedding,
+    PeriodicEmbedding,
+    PiecewiseLinearEmbedding,
+)
 from ..nn.multigate import _ExtractionLevel
 
 _ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": None}
@@ -90,6 +103,11 @@ _CHILDREN = {
     _ExtractionLevel: {"experts", "task_gates", "shared_gate"},
     Gate: {"router", "noise"},
     ExpertBank: {"weights", "biases"},
+    EmbeddedModel: {"embedding", "body"},
+    FeatureEmbedding: {"numerical", "categorical"},
+    PeriodicEmbedding: set(),
+    PiecewiseLinearEmbedding: set(),
+    nn.Embedding: set(),
 }
 
 
@@ -106,6 +124,10 @@ def check_exportable(module):
     TypeError
         Naming the part that cannot be exported.
     """
+    if type(module) is EmbeddedModel:
+        _check_known(module)
+        _check_embedding(module.embedding)
+        module = module.body
     if type(module) is MixtureOfExperts:
         _check_known(module)
         _check_gate(module.gate)
@@ -129,7 +151,8 @@ def _refuse(part, detail=""):
     raise TypeError(
         f"ONNX export does not support a module of type {type(part).__name__}"
         f"{detail}; it exports skmoe.nn.MixtureOfExperts and "
-        "skmoe.nn.MultiGateMixtureOfExperts built of Gate and ExpertBank parts."
+        "skmoe.nn.MultiGateMixtureOfExperts built of Gate and ExpertBank parts, "
+        "behind an optional skmoe.nn.embeddings.FeatureEmbedding."
     )
 
 
@@ -137,6 +160,21 @@ def _check_known(module):
     unknown = {name for name, _ in module.named_children()} - _CHILDREN[type(module)]
     if unknown:
         _refuse(module, f" with the parts {sorted(unknown)}")
+
+
+def _check_embedding(embedding):
+    if type(embedding) is not FeatureEmbedding:
+        _refuse(embedding)
+    _check_known(embedding)
+    if embedding.numerical is not None and type(embedding.numerical) not in (
+        PeriodicEmbedding,
+        PiecewiseLinearEmbedding,
+    ):
+        _refuse(embedding.numerical)
+    for table in embedding.categorical:
+        if type(table) is not nn.Embedding or table.max_norm is not None:
+            _refuse(table)
+        _check_known(table)
 
 
 def _check_gate(gate):
@@ -271,27 +309,152 @@ def _emit_level(g, task_inputs, shared_input, level, first):
     return tasks, shared
 
 
+def _columns(g, x, start, stop):
+    """``x[:, start:stop]``."""
+    return g.op(
+        "Slice", [x, g.ints([start], "start"), g.ints([stop], "end"), g.ints([1])]
+    )
+
+
+def _per_feature_linear(g, z, weight, bias):
+    """``relu(einsum("nfk,fkd->nfd", z, weight) + bias)`` flattened to ``(n, f*d)``."""
+    by_feature = g.op("Transpose", [z], perm=[1, 0, 2])  # (f, n, k)
+    out = g.op("MatMul", [by_feature, g.const(_weights(weight), "embedding_w")])
+    out = g.op("Transpose", [out], perm=[1, 0, 2])  # (n, f, d)
+    out = g.op("Add", [out, g.const(_weights(bias), "embedding_b")])
+    return g.op("Flatten", [g.op("Relu", [out])], axis=1)
+
+
+def emit_periodic(g, x, embedding):
+    """:class:`PeriodicEmbedding` of the numerical columns ``x``."""
+    z = g.op("Unsqueeze", [x, g.ints([2])])
+    z = g.op("Mul", [z, g.const(2 * np.pi, "two_pi")])
+    z = g.op("Mul", [z, g.const(_weights(embedding.frequencies), "frequencies")])
+    z = g.op("Concat", [g.op("Cos", [z]), g.op("Sin", [z])], axis=2)
+    return _per_feature_linear(g, z, embedding.weight, embedding.bias)
+
+
+def emit_piecewise_linear(g, x, embedding):
+    """:class:`PiecewiseLinearEmbedding` of the numerical columns ``x``.
+
+    The bins' kinds are constants, so the open-ended bins become bounds of
+    ``-inf``/``+inf`` in a ``Max``/``Min`` and the padding bins a zero factor.
+    """
+    kind = embedding.kind.detach().cpu().numpy()
+    low = np.where((kind == 1) | (kind == 3), -np.inf, 0.0)
+    high = np.where((kind == 2) | (kind == 3), np.inf, 1.0)
+    r = g.op("Unsqueeze", [x, g.ints([2])])
+    r = g.op("Sub", [r, g.const(_weights(embedding.left), "left")])
+    r = g.op("Div", [r, g.const(_weights(embedding.width), "width")])
+    r = g.op("Min", [g.op("Max", [r, g.const(low, "low")]), g.const(high, "high")])
+    r = g.op("Mul", [r, g.const((kind >= 0).astype(np.float64), "bins_used")])
+    return _per_feature_linear(g, r, embedding.weight, embedding.bias)
+
+
+def emit_feature_embedding(g, x, embedding):
+    """:class:`FeatureEmbedding` of the encoded matrix ``[numerical | passthrough |
+    categorical codes]``: the mixture's input."""
+    n_num, n_pass = embedding.n_numerical, embedding.n_passthrough
+    parts = []
+    if n_num:
+        numerical = _columns(g, x, 0, n_num)
+        if isinstance(embedding.numerical, PeriodicEmbedding):
+            numerical = emit_periodic(g, numerical, embedding.numerical)
+        elif isinstance(embedding.numerical, PiecewiseLinearEmbedding):
+            numerical = emit_piecewise_linear(g, numerical, embedding.numerical)
+        parts.append(numerical)
+    if n_pass:
+        parts.append(_columns(g, x, n_num, n_num + n_pass))
+    for i, table in enumerate(embedding.categorical):
+        start = n_num + n_pass + i
+        codes = g.op("Cast", [_columns(g, x, start, start + 1)], to=TensorProto.INT64)
+        codes = g.op("Squeeze", [codes, g.ints([1])])
+        table = g.const(_weights(table.weight), "categorical_embedding")
+        parts.append(g.op("Gather", [table, codes], axis=0))
+    return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1)
+
+
 def emit_module(g, x, module):
-    """The raw output of a fitted estimator's ``module_`` for input ``x``."""
+    """The raw output of a fitted estimator's ``module_`` for the encoded input
+    ``x``."""
     check_exportable(module)
+    if type(module) is EmbeddedModel:
+        x = emit_feature_embedding(g, x, module.embedding)
+        module = module.body
     if type(module) is MixtureOfExperts:
         return emit_mixture(g, x, module)
     return emit_multigate(g, x, module)
 
 
-def emit_input_encoder(g, x, encoder):
-    """The input encoder's numerical part: robust scaling, smooth clipping, NaN to 0
-    and missing-value indicators, as :class:`skmoe._preprocessing.InputEncoder` does.
+def emit_category_codes(g, column, table):
+    """The codes ``(rows, 1)`` (as floats) of one categorical input column.
 
-    Categorical columns and numerical embeddings make the module an
-    ``EmbeddedModel``, which :func:`check_exportable` refuses before this runs.
+    Parameters
+    ----------
+    g : GraphBuilder
+    column : str
+        ``(rows, 1)`` strings (a ``LabelEncoder`` lookup) or numbers (compared
+        exactly, in float64, with each category).
+    table : skmoe._preprocessing.CategoryCodes
+        The encoder's codes for this column; every value not in ``table.values``
+        (unseen, missing, NaN) gets ``table.reserved``.
     """
-    indicators = np.flatnonzero(getattr(encoder, "has_missing", None) or [])
-    scaling = encoder.input_scaling is not None and not encoder.sparse
-    if not scaling and not indicators.size:
+    strings = all(isinstance(v, str) for v in table.values)
+    if not table.values:
+        reserved = np.full(1, table.reserved, dtype=g.dtype)
+        return g.op(
+            "ConstantOfShape",
+            [g.op("Shape", [column])],
+            value=numpy_helper.from_array(reserved),
+        )
+    if strings:
+        codes = g.op(
+            "LabelEncoder",
+            [column],
+            op_domain="ai.onnx.ml",
+            op_version=2,
+            keys_strings=list(table.values),
+            values_int64s=[int(c) for c in table.codes],
+            default_int64=int(table.reserved),
+        )
+        return g.op("Cast", [codes], to=g.onnx_float)
+    values = np.asarray(table.values, dtype=np.float64)[None, :]
+    x = g.op("Cast", [column], to=TensorProto.DOUBLE)
+    match = g.op("Equal", [x, numpy_const(g, values, "categories")])
+    match = g.op("Cast", [match], to=TensorProto.DOUBLE)
+    # At most one category matches; none gives 0, so add the reserved code there.
+    codes = np.asarray(table.codes, dtype=np.float64) - table.reserved
+    code = g.op("MatMul", [match, numpy_const(g, codes[:, None], "codes")])
+    code = g.op("Add", [code, numpy_const(g, np.float64(table.reserved), "reserved")])
+    return g.op("Cast", [code], to=g.onnx_float)
+
+
+def numpy_const(g, value, hint):
+    """An initialiser of ``value`` in its own dtype (not the graph's)."""
+    value = np.asarray(value)
+    return g.const(value, hint, dtype=value.dtype)
+
+
+def emit_input_encoder(g, x, encoder, codes=()):
+    """The encoded matrix ``[numerical | missing indicators | categorical codes]``
+    that the network reads, as :class:`skmoe._preprocessing.InputEncoder` builds it:
+    robust scaling, smooth clipping, NaN to 0 and missing-value indicators of the
+    numerical columns ``x`` (``None`` when there are none), then the ``codes``
+    (see :func:`emit_category_codes`).
+    """
+    codes = list(codes)
+    if x is None:
+        return codes[0] if len(codes) == 1 else g.op("Concat", codes, axis=1)
+    x = _emit_numerical(g, x, encoder)
+    return g.op("Concat", [x, *codes], axis=1) if codes else x
+
+
+def _emit_numerical(g, x, encoder):
+    """Scaled numerical columns, NaN as 0, then the missing-value indicators."""
+    if encoder.sparse:  # sparse input is used as it is (NaN is refused there)
         return x
-    missing = g.op("IsNaN", [x]) if indicators.size else None
-    if scaling:
+    missing = g.op("IsNaN", [x])
+    if encoder.input_scaling is not None:
         z = g.op("Sub", [x, g.const(encoder.center, "input_center")])
         z = g.op("Div", [z, g.const(encoder.scale, "input_scale")])
         z = g.op("Clip", [z, g.const(-Z_LIMIT, "low"), g.const(Z_LIMIT, "high")])
@@ -300,9 +463,12 @@ def emit_input_encoder(g, x, encoder):
         one = g.const(1.0, "one")
         root = g.op("Sqrt", [g.op("Add", [one, g.op("Mul", [third, third])])])
         x = g.op("Div", [z, root])
-    if missing is None:
-        return x
+    # A NaN reads as 0 (the median under robust scaling), in every column: also in
+    # those that had no NaN in training and so have no indicator.
     x = g.op("Where", [missing, g.const(np.zeros(1), "zero"), x])
+    indicators = np.flatnonzero(encoder.has_missing)
+    if not indicators.size:
+        return x
     flags = g.op("Gather", [missing, g.ints(indicators, "indicators")], axis=1)
     flags = g.op("Cast", [flags], to=g.onnx_float)
     return g.op("Concat", [x, flags], axis=1)
