@@ -666,11 +666,21 @@ class InputEncoder:
         """
         if self.sparse:
             return []
+        if any(b is not None for b in self.hash_buckets) or any(
+            n is not None for n in self.list_lengths
+        ):
+            raise ValueError("hashed and list-valued columns have no code table")
         positions = np.flatnonzero(self.categorical_mask)
-        return [
-            CategoryCodes(int(j), list(c), list(range(1, len(c) + 1)), 0)
-            for j, c in zip(positions, self.categories, strict=True)
-        ]
+        tables = []
+        for j, kept, infrequent in zip(
+            positions, self.categories, self.infrequent, strict=True
+        ):
+            codes = list(range(1, len(kept) + 1))
+            codes += [len(kept) + 1] * len(infrequent)  # the shared infrequent row
+            tables.append(
+                CategoryCodes(int(j), list(kept) + list(infrequent), codes, 0)
+            )
+        return tables
 
     # -- persistence ---------------------------------------------------------------
     _STATE = (

@@ -605,6 +605,42 @@ def test_categories_of_mixed_types_are_refused_naming_the_parameter():
     assert "EmbeddedModel" not in str(info.value)
 
 
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_infrequent_categories_export_to_their_shared_row(kind):
+    frame = _frame(300, seed=0)
+    frame.loc[::50, "city"] = "rare"  # 6 rows: infrequent under min_frequency=10
+    cls = (
+        MixtureOfExpertsClassifier
+        if kind == "classifier"
+        else MixtureOfExpertsRegressor
+    )
+    estimator = cls(min_frequency=10, **FAST).fit(frame, _frame_target(frame, kind))
+    assert estimator._input_encoder.infrequent[0] == ["rare"]
+    test = _frame_test_rows()
+    test.loc[6:9, "city"] = "rare"
+    _check_frame(estimator, to_onnx(estimator, frame[:2]), test, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("params", "change", "says"),
+    [
+        ({"categorical_hash_buckets": 8}, None, "categorical_hash_buckets"),
+        ({}, "lists", "list-valued"),
+        ({"list_separators": {"city": "|"}}, None, "list_separators"),
+    ],
+)
+def test_hashed_and_list_columns_are_refused_naming_the_parameter(params, change, says):
+    frame = _frame(300, seed=0)
+    if change == "lists":
+        frame["city"] = frame["city"].map(lambda c: [] if c is None else [c])
+    estimator = MixtureOfExpertsRegressor(**params, **FAST).fit(
+        frame, _frame_target(_frame(300, seed=0), "regressor")
+    )
+    with pytest.raises(TypeError, match=says) as info:
+        to_onnx(estimator, frame[:2])
+    assert "'city'" in str(info.value)
+
+
 def test_distilled_student_of_a_raw_frame():
     """distill's student is fitted on the teacher's raw frame and exports from it."""
     frame = _frame(300, seed=0)

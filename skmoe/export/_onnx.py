@@ -211,7 +211,7 @@ def onnx_inputs(model, X):
     >>> bool(np.allclose(values.ravel(), reg.predict(new)))
     True
     """
-    from .._preprocessing import _missing
+    import pandas as pd
 
     if hasattr(model, "graph"):
         inputs = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input]
@@ -227,13 +227,13 @@ def onnx_inputs(model, X):
         column = X.iloc[:, j] if frame else np.asarray(X)[:, j]
         column = np.asarray(column, dtype=object)
         if elem == 8:  # STRING
-            missing = _missing(column)
+            missing = np.asarray(pd.isna(column), dtype=bool)
             column = np.array(
                 ["" if m else str(v) for v, m in zip(column, missing, strict=True)],
                 dtype=object,
             )
         else:
-            missing = _missing(column)
+            missing = np.asarray(pd.isna(column), dtype=bool)
             column = np.where(missing, np.nan, column).astype(_NUMPY[elem])
         feeds[name] = column.reshape(-1, 1)
     return feeds

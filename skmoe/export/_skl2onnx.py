@@ -54,7 +54,27 @@ def check_estimator_exportable(estimator):
         raise TypeError(
             f"ONNX export supports {names}; got {type(estimator).__name__}."
         )
-    for table in estimator._input_encoder.category_codes():
+    encoder = estimator._input_encoder
+    columns = np.flatnonzero(encoder.categorical_mask)
+    for j, buckets, length in zip(
+        columns, encoder.hash_buckets, encoder.list_lengths, strict=True
+    ):
+        name = column_name(estimator, j)
+        if buckets is not None:
+            raise TypeError(
+                f"ONNX export of {type(estimator).__name__}: categorical feature "
+                f"{name!r} is hashed (categorical_hash_buckets), which the graph "
+                "cannot compute; fit without hashing that column to export, or "
+                "hash it yourself into integer codes before fit."
+            )
+        if length is not None:
+            raise TypeError(
+                f"ONNX export of {type(estimator).__name__}: categorical feature "
+                f"{name!r} is list-valued (list cells or list_separators), which "
+                "has no ONNX input type here; encode it into columns before fit "
+                "(for instance a multi-hot encoding) to export."
+            )
+    for table in encoder.category_codes():
         kinds = {isinstance(v, str) for v in table.values}
         if len(kinds) > 1:
             raise TypeError(
