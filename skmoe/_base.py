@@ -72,7 +72,9 @@ BATCH_SIZE_DOC = """\
     batch_size : int or "auto", default="auto"
         Minibatch size; ``"auto"`` is ``min(200, n_samples)``, ``n_samples`` being
         the rows left for training after ``validation_fraction``. ``batch_size_``
-        is the size used.
+        is the size used. In a data-parallel fit (``torch.distributed``) it is the
+        global batch, over the rows of every rank: each step takes from each rank
+        its share, so the fit takes the steps of a single process on all the rows.
 """
 
 
@@ -480,6 +482,7 @@ class BaseMixtureOfExperts(BaseEstimator):
             device = resolve_device(self.device) if reset else self.device_
             if parallel is not None:
                 parallel.check_rows(_num_samples(X), what)
+                parallel.check_batch_size(self.batch_size, type(self).__name__)
             raw_X = X
             self._fit_sample_weight = sample_weight  # weighs the encoder's quantiles
             self._fit_call = what
@@ -527,8 +530,8 @@ class BaseMixtureOfExperts(BaseEstimator):
                     X, targets, sample_weight, early_stopping, seed, device
                 )
             n_rows = len(train_data)
-            if parallel is not None:  # every rank takes the same batch size
-                n_rows = parallel.set_rows(n_rows)
+            if parallel is not None:  # batch_size is the global batch of all rows
+                n_rows = parallel.set_rows(train_data)
             config = self._training_config(n_rows, incremental, early_stopping)
             self._prepare_optimizer(
                 module,

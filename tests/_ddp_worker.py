@@ -2,11 +2,13 @@
 ``tests/test_distributed.py``; writes what it fitted (or the errors it met) under
 the directory given as its argument.
 
-Every rank builds the same data and keeps its own shard: with ``block`` rows per
-batch and rank, rank ``r`` holds the blocks ``r, r + world, r + 2 world, ...``, so
-that without shuffling its ``j``-th batch and the other ranks' ``j``-th batches make
-up rows ``[j * world * block, (j + 1) * world * block)`` of the whole data: the
-``j``-th batch of a single-process fit with a global batch of ``world * block``.
+``batch_size`` is the global batch: each step takes from every rank its share of
+the step's rows. Every rank builds the same data and keeps its own shard: with
+``BLOCK`` rows per rank and step, rank ``r`` holds the blocks ``r, r + world,
+r + 2 world, ...``, so that without shuffling its ``j``-th batch and the other
+ranks' ``j``-th batches make up rows ``[j * BATCH, (j + 1) * BATCH)`` of the whole
+data: the ``j``-th batch of a single-process fit with the same ``batch_size =
+BATCH``. :func:`uneven_shard` gives the ranks unequal shares of every step instead.
 """
 
 import datetime
@@ -20,8 +22,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+WORLD = 2
 BLOCK = 16
 N_BLOCKS = 8
+BATCH = WORLD * BLOCK  # the global batch
+ENGINE_SPLITS = (90, 117)  # rank 0's rows of the engine fits' 120
 
 
 def make_data(n_features=5, seed=0):
@@ -55,6 +60,100 @@ def shard(n_rows, rank, world):
     return np.flatnonzero(blocks % world == rank)
 
 
+def uneven_shard(n_rows, n_first, rank):
+    """Rank ``rank``'s rows (of two ranks) when rank 0 holds ``n_first`` of the
+    ``n_rows`` rows, laid out as a data-parallel epoch interleaves the ranks' rows:
+    rank ``r``'s ``i``-th row of ``n_r`` at ``(2 i + 1) / (2 n_r)`` of the way, ties
+    in rank order. Without shuffling, the two ranks' ``j``-th batches then make up
+    the ``j``-th batch of a single process on all the rows."""
+    from fractions import Fraction
+
+    sizes = (n_first, n_rows - n_first)
+    places = sorted(
+        (Fraction(2 * i + 1, 2 * n), r) for r, n in enumerate(sizes) for i in range(n)
+    )
+    owner = np.array([r for _, r in places])
+    return np.flatnonzero(owner == rank)
+
+
+def engine_data():
+    """120 float64 rows of 6 features, two regression targets and row weights."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(120, 6, generator=gen, dtype=torch.float64)
+    y = torch.stack([x[:, 0] - 2 * x[:, 1], x[:, 2] * x[:, 3]], dim=1)
+    w = 0.2 + 2 * torch.rand(120, generator=gen, dtype=torch.float64)
+    return x, y, w
+
+
+def engine_modules():
+    """Name -> float64 module factory for the engine-level fits: top-2 routing of
+    four experts with both balancing losses, through the written-out step and
+    through autograd (``DistributedDataParallel``), single- and multi-gate."""
+    from skmoe.nn import MixtureOfExperts, MultiGateMixtureOfExperts
+
+    def single(fused):
+        def make():
+            module = MixtureOfExperts(
+                6, 2, n_experts=4, top_k=2, expert_hidden_layer_sizes=(8,),
+                load_balancing_coef=0.3, router_z_loss_coef=0.05,
+            )  # fmt: skip
+            module.fused_training = fused
+            return module.double()
+
+        return make
+
+    def multi():
+        return MultiGateMixtureOfExperts(
+            6, [1, 1], n_shared_experts=4, expert_hidden_layer_sizes=(8,), top_k=2,
+            load_balancing_coef=0.3, router_z_loss_coef=0.05,
+        ).double()  # fmt: skip
+
+    return {
+        "engine_fused": single(True),
+        "engine_autograd": single(False),
+        "engine_multigate": multi,
+    }
+
+
+def engine_fit(name, rows=None, parallel=None):
+    """The float64 module ``name`` after six unshuffled epochs of global batch 32
+    on ``rows`` of :func:`engine_data` (all of them by default); its parameters and
+    loss curve."""
+    from skmoe._engine import (
+        Batches,
+        DenseRows,
+        MeanSquaredError,
+        TrainingConfig,
+        TrainingHistory,
+        make_optimizer,
+        train,
+    )
+
+    x, y, w = engine_data()
+    if rows is not None:
+        x, y, w = x[rows], y[rows], w[rows]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = engine_modules()[name]()
+    optimizer = make_optimizer(module, 1e-2, 1e-3, torch.device("cpu"))
+    data = Batches(DenseRows(x), y, w)
+    if parallel is not None:
+        parallel.set_rows(data)
+    config = TrainingConfig(max_epochs=6, batch_size=32, shuffle=False)
+    history = train(
+        module, MeanSquaredError(2), optimizer, data, config, TrainingHistory(), 0,
+        parallel=parallel,
+    )  # fmt: skip
+    params = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    return params, history.loss_curve
+
+
+def optimizer_steps(estimator):
+    """How many steps the estimator's optimiser took."""
+    states = estimator._optimizer.state.values()
+    return int(max(float(state["step"]) for state in states))
+
+
 def cases():
     """Name -> (estimator factory, target index into make_data's targets)."""
     from skmoe import (
@@ -69,7 +168,7 @@ def cases():
         expert_hidden_layer_sizes=(8,),
         max_iter=4,
         shuffle=False,
-        batch_size=BLOCK,
+        batch_size=BATCH,
         learning_rate_init=1e-2,
         random_state=0,
         device="cpu",
@@ -94,6 +193,11 @@ def cases():
     }
 
 
+def sample_weights(n_rows):
+    """Row weights between 0.2 and 2.2."""
+    return 0.2 + 2.0 * np.random.default_rng(1).random(n_rows)
+
+
 def _save_params(estimator, path):
     state = {k: v.detach().numpy() for k, v in estimator.module_.state_dict().items()}
     np.savez(path, **state)
@@ -113,8 +217,49 @@ def main(out):
         y = targets[target - 1]
         estimator = factory().fit(X[rows], y[rows])
         _save_params(estimator, out / f"{name}_rank{rank}.npz")
-        report[name] = {"n_iter": estimator.n_iter_, "loss": estimator.loss_curve_}
+        report[name] = {
+            "n_iter": estimator.n_iter_,
+            "loss": estimator.loss_curve_,
+            "steps": optimizer_steps(estimator),
+            "batch_size": estimator.batch_size_,
+        }
         fitted[name] = estimator
+
+    # Rank 0 holds three quarters of every step's rows, and the rows are weighted.
+    factory, _ = cases()["top2_regressor"]
+    weights = sample_weights(X.shape[0])
+    mine = uneven_shard(X.shape[0], 3 * X.shape[0] // 4, rank)
+    uneven = factory().set_params(alpha=1e-3)
+    uneven.fit(X[mine], targets[1][mine], sample_weight=weights[mine])
+    _save_params(uneven, out / f"uneven_weighted_rank{rank}.npz")
+    report["uneven_weighted"] = {"loss": uneven.loss_curve_}
+
+    # Two partial_fit passes over each rank's blocks.
+    partial = cases()["single_regressor"][0]()
+    for _ in range(2):
+        partial.partial_fit(X[rows], targets[1][rows])
+    _save_params(partial, out / f"partial_rank{rank}.npz")
+    report["partial"] = {"loss": partial.loss_curve_}
+
+    # The engine in float64, rank 0 with three quarters of every step's rows.
+    from skmoe._engine.distributed import data_parallel_group
+
+    # With 117 rows on rank 0, rank 1 has no row in the third step.
+    for name in engine_modules():
+        for n_first in ENGINE_SPLITS:
+            mine = uneven_shard(120, n_first, rank)
+            params, curve = engine_fit(name, mine, data_parallel_group())
+            np.savez(out / f"{name}_{n_first}_rank{rank}.npz", **params)
+            report[f"{name}_{n_first}"] = {"loss": curve}
+
+    # Rank 1 holds 3 rows, none of the second step's: it takes part with an empty
+    # batch.
+    for name in ("top1_classifier", "multi_top2_regressor"):
+        factory, target = cases()[name]
+        mine = uneven_shard(X.shape[0], X.shape[0] - 3, rank)
+        tiny = factory().fit(X[mine], targets[target - 1][mine])
+        _save_params(tiny, out / f"tiny_{name}_rank{rank}.npz")
+        report[f"tiny_{name}"] = {"loss": tiny.loss_curve_}
 
     # Sparse routing, shuffling and early stopping: the ranks still agree.
     noisy = MixtureOfExpertsClassifier(
@@ -156,6 +301,9 @@ def main(out):
         "shard_too_small_to_split": lambda: MixtureOfExpertsClassifier(
             max_iter=1, early_stopping=True
         ).fit(X[rows][: 2 if rank else None], targets[0][rows][: 2 if rank else None]),
+        "batch_smaller_than_ranks": lambda: MixtureOfExpertsClassifier(
+            max_iter=1, batch_size=1
+        ).fit(X[rows], targets[0][rows]),
         "new_label_on_rank": lambda: MixtureOfExpertsClassifier(max_iter=1).partial_fit(
             X[rows], relabelled, classes=["no", "yes"]
         ),

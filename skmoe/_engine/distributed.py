@@ -15,8 +15,13 @@ glue the trainer and the estimators call at a handful of points:
 * every epoch, the training loss, the validation score and the expert-usage
   statistics are reduced, so every rank takes the same stopping decision and reports
   the same curves;
-* each epoch every rank takes the same number of steps: a shorter shard cycles through
-  its rows again, as ``torch.utils.data.DistributedSampler`` pads.
+* ``batch_size`` is the global batch: an epoch has the steps of a single process on
+  the rows of all ranks, and each step takes from every rank its share of the step's
+  rows (:meth:`DataParallel.step_bounds`), so every row is used once an epoch
+  whatever the ranks' row counts; each rank divides its batch's summed loss by the
+  global batch's weight over the number of ranks
+  (:meth:`DataParallel.step_divisors`), so that the averaged gradients are those of
+  the global batch's weighted mean loss. More ranks, the same steps, the same model.
 
 The balancing losses' statistics (the fraction of rows routed to each expert, the
 mean router probability, the router z-loss's mean) are averaged over the ranks at
@@ -27,6 +32,7 @@ those of the global batch, as in a single process.
 
 import contextlib
 import inspect
+from fractions import Fraction
 
 import torch
 import torch.distributed as dist
@@ -39,6 +45,38 @@ _LOCAL_BUFFERS = (
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
     else {"broadcast_buffers": False}
 )
+
+
+def interleaved_counts(rows, end):
+    """How many of each rank's rows are among the first ``end`` rows of all.
+
+    The rows of every rank are interleaved in proportion to their numbers: rank
+    ``r``'s ``i``-th row of ``rows[r]`` sits at ``(2 i + 1) / (2 rows[r])``, ties in
+    rank order. The counts sum to ``end`` exactly and grow with it, and each is
+    within one row of ``end * rows[r] / sum(rows)``.
+
+    Examples
+    --------
+    >>> [interleaved_counts([9, 3], end) for end in (4, 8, 12)]
+    [[3, 1], [6, 2], [9, 3]]
+    >>> [interleaved_counts([117, 3], end) for end in (32, 64, 96)]
+    [[31, 1], [62, 2], [94, 2]]
+    """
+    total = sum(rows)
+    # Every row at or before end / total: within half a row per rank of ``end``.
+    counts = [min(n, (2 * end * n + total) // (2 * total)) for n in rows]
+    excess = sum(counts) - end
+    while excess < 0:  # take the earliest row not yet counted
+        ranks = [r for r, n in enumerate(rows) if counts[r] < n]
+        r = min(ranks, key=lambda r: (Fraction(2 * counts[r] + 1, 2 * rows[r]), r))
+        counts[r] += 1
+        excess += 1
+    while excess > 0:  # give back the latest row counted
+        ranks = [r for r in range(len(rows)) if counts[r] > 0]
+        r = max(ranks, key=lambda r: (Fraction(2 * counts[r] - 1, 2 * rows[r]), r))
+        counts[r] -= 1
+        excess -= 1
+    return counts
 
 
 class RanksDisagreeError(ValueError):
@@ -82,6 +120,7 @@ class DataParallel:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         self.rows_per_rank = None
+        self._bounds = {}
         self._wrapped = None
         # nccl reduces CUDA tensors only; gloo takes CPU tensors.
         if dist.get_backend() == "nccl":
@@ -152,6 +191,15 @@ class DataParallel:
                 "every rank a shard of at least one row."
             )
 
+    def check_batch_size(self, batch_size, name):
+        """Refuse a global batch with fewer rows than there are ranks."""
+        if batch_size != "auto" and batch_size < self.world_size:
+            raise ValueError(
+                f"{name}: batch_size={batch_size} is the global batch of a "
+                f"data-parallel fit over {self.world_size} ranks; give it at least "
+                f"one row per rank (batch_size >= {self.world_size})."
+            )
+
     def fail(self, error, what):
         """Share this rank's ``error`` at the next :meth:`agree` the other ranks
         reach, so that they raise too; then raise a ``ValueError`` naming the rank."""
@@ -165,29 +213,91 @@ class DataParallel:
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
 
-    def set_rows(self, n_rows):
-        """Gather each rank's number of training rows; return the smallest."""
-        sizes = [None] * self.world_size
-        dist.all_gather_object(sizes, int(n_rows))
-        self.rows_per_rank = sizes
-        return min(sizes)
+    def set_rows(self, train_data):
+        """Gather each rank's number of training rows and whether its rows weigh
+        alike; return the number of training rows of all ranks together.
+
+        The rows weigh alike over the whole fit (:attr:`uniform_weights`) when every
+        rank's rows weigh the same one value: the steps' batches are then counted in
+        rows, as a single process counts them.
+        """
+        weights = train_data.weights
+        same = None
+        if train_data.uniform_weights:
+            same = float(weights[0]) if weights.numel() else None
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, (len(train_data), same))
+        self.rows_per_rank = [n for n, _ in gathered]
+        self._bounds = {}
+        values = {value for n, value in gathered if n}
+        self.uniform_weights = len(values) == 1 and None not in values
+        return sum(self.rows_per_rank)
 
     def global_batch_weight(self, batch_size, sample_weight):
-        """The expected weight of a global batch: every rank's batch of
-        ``batch_size`` rows times the mean row weight over all ranks."""
+        """The expected weight of a global batch: ``batch_size`` rows times the
+        mean row weight over all ranks."""
         mean = self.weighted_mean(sample_weight.mean(), sample_weight.shape[0])
-        return batch_size * self.world_size * mean
+        return batch_size * mean
 
-    # -- every step --------------------------------------------------------------------
-    def epoch_order(self, order):
-        """``order`` cycled to the largest shard's length, so every rank takes the
-        same number of steps."""
-        target = max(self.rows_per_rank)
-        n = order.shape[0]
-        if n == target:
-            return order
-        repeats = -(-target // n)
-        return order.repeat(repeats)[:target]
+    def own_generator(self, generator):
+        """A generator of this rank's own, seeded from ``generator`` (seeded alike
+        on every rank): the ranks shuffle their rows independently, so that a
+        step's rows are as random a draw of all the rows as a single process's."""
+        seeds = torch.randint(2**62, (self.world_size,), generator=generator)
+        own = torch.Generator()
+        own.manual_seed(int(seeds[self.rank]))
+        return own
+
+    # -- every epoch's steps -----------------------------------------------------------
+    def step_bounds(self, batch_size):
+        """Where every rank's epoch order is cut into its batches, one per step.
+
+        ``batch_size`` is the global batch. The ranks' rows are interleaved in
+        proportion to their numbers, rank ``r``'s ``i``-th row (of ``n_r``) taking
+        its place at ``(i + 1/2) / n_r`` of the way through the epoch (ties in rank
+        order); that global order of all ``n`` rows is cut as a single process cuts
+        its rows: ``ceil(n / batch_size)`` steps of ``batch_size`` rows, the last
+        one what is left. Each rank's ``j``-th batch is then its rows among the
+        global step's: every row is used once an epoch, every step's batch has the
+        single process's size, each rank's share of it is its share of the rows to
+        within one row, and a rank with few rows has an empty batch at some steps.
+        Exact integer arithmetic: every rank computes every rank's cuts alike.
+
+        Returns
+        -------
+        list of list of int
+            By rank, the ``ceil(n / batch_size) + 1`` positions in its epoch order
+            where its batches begin (and the last one ends).
+        """
+        if batch_size not in self._bounds:
+            total = sum(self.rows_per_rank)
+            ends = [*range(0, total, batch_size), total]
+            per_end = [interleaved_counts(self.rows_per_rank, end) for end in ends]
+            self._bounds[batch_size] = [list(c) for c in zip(*per_end, strict=True)]
+        return self._bounds[batch_size]
+
+    def step_divisors(self, bounds, weights, like):
+        """Each step's global batch weight divided by the number of ranks.
+
+        A rank divides its batch's summed (weighted) loss by this, so that the
+        gradients averaged over the ranks are those of the global batch's weighted
+        mean loss, however a step's rows are spread over the ranks. ``bounds`` are
+        every rank's :meth:`step_bounds`; ``weights`` this rank's row weights in its
+        epoch order, or ``None`` when the rows weigh alike (the divisors are then
+        counted in rows, from ``bounds``, with no communication). The result is a
+        1-d tensor of ``like``'s dtype and device, one entry per step.
+        """
+        if weights is None:
+            rows = torch.tensor(bounds, dtype=torch.float64).diff(dim=1).sum(0)
+            return rows.div_(self.world_size).to(like.device, like.dtype)
+        mine = bounds[self.rank]
+        sizes = torch.tensor(mine).diff()
+        step = torch.repeat_interleave(torch.arange(sizes.shape[0]), sizes)
+        sums = torch.zeros(sizes.shape[0], dtype=torch.float64)
+        sums.index_add_(0, step, weights.detach().cpu().double())
+        sums = sums.to(self._device)
+        dist.all_reduce(sums)
+        return sums.div_(self.world_size).to(like.device, like.dtype)
 
     def forward_module(self, module):
         """``module`` wrapped in ``DistributedDataParallel`` (built once per fit)."""

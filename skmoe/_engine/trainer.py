@@ -7,6 +7,7 @@ row sources and a configuration and reads back a :class:`TrainingHistory`.
 
 import contextlib
 import inspect
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,8 +97,13 @@ def run_epoch(
     The loss stays on the device until the caller reads it, so there is no host
     synchronisation per batch. ``parallel`` (a
     :class:`~skmoe._engine.distributed.DataParallel`) makes the pass one rank's part
-    of a data-parallel epoch: the same number of steps on every rank, gradients
-    averaged over the ranks.
+    of a data-parallel epoch: ``batch_size`` is then the global batch, every rank
+    takes the same number of steps, a single process's number on the rows of all
+    ranks, each with its share of the step's rows
+    (:meth:`~skmoe._engine.distributed.DataParallel.step_bounds`), and each rank's
+    loss is scaled so that the gradients averaged over the ranks are those of the
+    global batch's weighted mean loss; the returned loss is then this rank's part of
+    the epoch's loss, whose mean over the ranks is the epoch's loss.
     """
     module.train()
     n_rows = len(data)
@@ -107,9 +113,18 @@ def run_epoch(
     else:
         order = torch.arange(n_rows, device=device)
     forward = module
-    if parallel is not None:
-        order = parallel.epoch_order(order)
-    total = torch.zeros((), device=device)
+    uniform = data.uniform_weights
+    if parallel is None:
+        cuts = [*range(0, n_rows, batch_size), n_rows]
+        divisors = None
+    else:
+        bounds = parallel.step_bounds(batch_size)
+        cuts = bounds[parallel.rank]
+        uniform = parallel.uniform_weights
+        ordered = None if uniform else data.weights.index_select(0, order)
+        divisors = parallel.step_divisors(bounds, ordered, data.weights)
+        divisors = divisors.clamp(min=torch.finfo(divisors.dtype).tiny)
+    total = torch.zeros((), dtype=data.weights.dtype, device=device)
     tiny = torch.finfo(data.weights.dtype).tiny
     # The layers that store a balancing loss, found once rather than by walking
     # every submodule at every step.
@@ -123,21 +138,29 @@ def run_epoch(
     weighs_rows = accepts_sample_weight(module)
     if parallel is not None:
         params = list(module.parameters())
-    n_steps_rows = order.shape[0]
-    for start in range(0, n_steps_rows, batch_size):
-        index = order[start : start + batch_size]
+    for step, (start, stop) in enumerate(itertools.pairwise(cuts)):
+        index = order[start:stop]
         x = data.rows.take(index)
         y = data.targets.index_select(0, index)
         w = None
-        if data.uniform_weights:
+        if uniform:
             batch_weight = index.shape[0]
         else:
             w = data.weights.index_select(0, index)
             batch_weight = w.sum()
+        # What the batch's summed loss is divided by: its weight, or in a
+        # data-parallel fit the global batch's weight over the number of ranks.
+        divisor = None if divisors is None else divisors[step]
         loss = None
         if fast_step is not None:
-            w_total = batch_weight if w is None else batch_weight.clamp(min=tiny)
-            loss = fast_step(x, task_loss_and_grad(objective, y, w, w_total), w)
+            if divisor is not None:
+                w_total = divisor
+            else:
+                w_total = batch_weight if w is None else batch_weight.clamp(min=tiny)
+            grads = task_loss_and_grad(
+                objective, y, w, w_total, by_rows=divisor is None
+            )
+            loss = fast_step(x, grads, w)
             if loss is None:  # the module has no written-out step: autograd
                 fast_step = None
             elif parallel is not None:  # no autograd, so no DDP hooks: reduce here
@@ -147,7 +170,10 @@ def run_epoch(
                 forward = parallel.forward_module(module)
             out = forward(x, sample_weight=w) if weighs_rows else forward(x)
             row_loss = objective.row_loss(out, y)
-            if w is None:
+            if divisor is not None:
+                summed = row_loss.sum() if w is None else (row_loss * w).sum()
+                task = summed / divisor
+            elif w is None:
                 task = row_loss.mean()
             else:
                 task = (row_loss * w).sum() / batch_weight.clamp(min=tiny)
@@ -156,29 +182,35 @@ def run_epoch(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
         optimizer.step()
-        if data.uniform_weights:
+        if divisor is not None:  # this rank's part of the step's mean loss
+            total.add_(loss.detach() * divisor)
+        elif uniform:
             total.add_(loss.detach(), alpha=batch_weight)
         else:
             total.addcmul_(loss.detach(), batch_weight)
-    if data.uniform_weights:
-        return total / max(n_steps_rows, 1)
-    if n_steps_rows != n_rows:
-        return total / data.weights[order].sum().clamp(min=tiny)
+    if divisors is not None:
+        return total / divisors.sum().clamp(min=tiny)
+    if uniform:
+        return total / max(n_rows, 1)
     return total / data.weights.sum().clamp(min=tiny)
 
 
-def task_loss_and_grad(objective, targets, weights, batch_weight):
+def task_loss_and_grad(objective, targets, weights, batch_weight, by_rows=True):
     """The ``loss_and_grad`` callable a module's ``training_step`` takes.
 
     It maps a batch's outputs to the sample-weighted mean of ``objective.row_loss``
-    and that mean's gradient, from ``objective.row_grad``.
+    and that mean's gradient, from ``objective.row_grad``: the summed (weighted) row
+    losses divided by ``batch_weight``, or, for unweighted rows with ``by_rows``, by
+    the batch's number of rows (a plain mean).
     """
 
     def loss_and_grad(out):
         row_loss = objective.row_loss(out, targets)
         row_grad = objective.row_grad(out, targets)
         if weights is None:
-            return row_loss.mean(), row_grad.div_(out.shape[0])
+            if by_rows:
+                return row_loss.mean(), row_grad.div_(out.shape[0])
+            return row_loss.sum() / batch_weight, row_grad.div_(batch_weight)
         scale = weights / batch_weight
         return torch.dot(row_loss, scale), row_grad.mul_(scale.unsqueeze(1))
 
@@ -246,6 +278,8 @@ def train(
         before training further.
     """
     generator = permutation_generator(seed)
+    if parallel is not None:  # each rank shuffles its rows in its own order
+        generator = parallel.own_generator(generator)
     best_state = None
     if config.early_stopping and valid_data is None:
         raise ValueError("early_stopping needs validation data.")
@@ -271,8 +305,8 @@ def train(
                     parallel,
                 )
             )
-            if parallel is not None:
-                loss = parallel.weighted_mean(loss, train_data.weights.sum())
+            if parallel is not None:  # the mean of the ranks' parts
+                loss = parallel.weighted_mean(loss, 1.0)
                 parallel.sum_usage(module)
             if not math.isfinite(loss):
                 module.load_state_dict(before)

@@ -288,7 +288,11 @@ class MultiGateMixtureOfExperts(nn.Module):
         >>> loss.ndim, model.towers.weights[0].grad.shape
         (0, torch.Size([2, 32, 2]))
         """
-        if type(self) is not MultiGateMixtureOfExperts or x.ndim != 2 or not len(x):
+        if type(self) is not MultiGateMixtureOfExperts or x.ndim != 2:
+            return None
+        if not len(x) and self.balancing_reducer is None:
+            # A shard of a data-parallel batch (a reducer set) may be empty and
+            # still takes the step every other shard takes; a batch may not.
             return None
         if not self._fast_path_ready():
             return None
