@@ -54,6 +54,22 @@ def tabular_frame():
     return frame
 
 
+def id_frame():
+    """make_data's rows with an id column whose ids each occur twice, in two blocks
+    that go to different ranks (so min_frequency=2 keeps them only when every
+    rank's counts are added up), ids seen once, and a list-valued column."""
+    import pandas as pd
+
+    X = make_data()[0]
+    n = X.shape[0]
+    ids = (np.arange(n) % BLOCK).astype(object)  # id i in every block
+    ids[np.arange(n) // BLOCK >= 2] = [f"once{i}" for i in range(n - 2 * BLOCK)]
+    tags = [["a", "b"][: i % 3] for i in range(n)]
+    return pd.DataFrame(
+        {"x": X[:, 0], "id": pd.Series(ids, dtype=object).astype(str), "tags": tags}
+    )
+
+
 def shard(n_rows, rank, world):
     """The rows of ``rank``'s shard, in order."""
     blocks = np.arange(n_rows) // BLOCK
@@ -283,6 +299,14 @@ def main(out):
     _save_params(tabular, out / f"tabular_rank{rank}.npz")
     report["tabular"] = {"n_iter": tabular.n_iter_, "loss": tabular.loss_curve_}
     report["tabular_encoder"] = tabular._input_encoder.to_json()
+
+    # Vocabularies with infrequent categories and a list column: the counts of
+    # every rank's rows decide, as in a single process that holds them all.
+    ids = id_frame()
+    vocabulary = MixtureOfExpertsRegressor(
+        min_frequency=2, max_iter=1, random_state=0, device="cpu"
+    ).fit(ids.iloc[rows], targets[1][rows])
+    report["vocabulary_encoder"] = vocabulary._input_encoder.to_json()
 
     # Bad input: every rank must raise, none may wait.
     errors = {}

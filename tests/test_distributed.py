@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from _ddp_worker import (
     BATCH,
+    BLOCK,
     ENGINE_SPLITS,
     WORLD,
     cases,
     engine_fit,
     engine_modules,
+    id_frame,
     make_data,
     optimizer_steps,
     sample_weights,
@@ -191,6 +193,24 @@ def test_the_input_encoder_is_fitted_on_every_rank_s_rows(ranks):
     assert expected["categories"] == [["blue", "green", "red"]]
     for report in reports:
         assert report["tabular_encoder"] == expected
+
+
+def test_vocabularies_are_counted_over_every_rank_s_rows(ranks):
+    """min_frequency counts an id over all the shards: ids seen once on each of two
+    ranks are kept, as a single process fitting every row keeps them."""
+    from skmoe import MixtureOfExpertsRegressor
+
+    reports, _ = ranks
+    frame, y = id_frame(), make_data()[2]
+    single = MixtureOfExpertsRegressor(
+        min_frequency=2, max_iter=1, random_state=0, device="cpu"
+    ).fit(frame, y)
+    expected = json.loads(json.dumps(single._input_encoder.to_json()))
+    kept, infrequent = expected["categories"][0], expected["infrequent"][0]
+    assert len(kept) == BLOCK and all(i.startswith("once") for i in infrequent)
+    assert expected["list_lengths"] == [None, 2]
+    for report in reports:
+        assert report["vocabulary_encoder"] == expected
 
 
 def test_early_stopping_stops_every_rank_at_the_same_epoch(ranks):
