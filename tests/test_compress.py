@@ -516,3 +516,45 @@ def test_prune_fine_tuning_bad_input(regressor, diabetes):
             skmoe.prune_experts(
                 regressor, X, y, n_experts=2, fine_tune_learning_rate=value
             )
+
+
+@pytest.mark.parametrize("multi_gate", [False, True])
+def test_compression_and_inspection_of_a_model_with_id_and_list_columns(multi_gate):
+    """The mixture behind a feature embedding is pruned, merged, distilled and
+    weighed like a plain one; the embedding is kept as it is."""
+    import pandas as pd
+
+    from skmoe import MixtureOfExpertsRegressor, MultiGateMoERegressor
+    from skmoe.inspection import expert_importance, model_size
+
+    rng = np.random.default_rng(0)
+    n = 400
+    X = pd.DataFrame(
+        {
+            "user": rng.integers(0, 150, n).astype(str),
+            "tags": [list(rng.choice(list("abc"), k)) for k in rng.integers(0, 3, n)],
+            "x": rng.normal(size=n),
+        }
+    )
+    y = X["x"].to_numpy() + X["tags"].map(len).to_numpy()
+    Estimator = MultiGateMoERegressor if multi_gate else MixtureOfExpertsRegressor
+    target = np.column_stack([y, -y]) if multi_gate else y
+    model = Estimator(n_experts=4, max_iter=10, random_state=0, min_frequency=2)
+    model.fit(X, target)
+    before = {k: v.clone() for k, v in model.module_.state_dict().items()}
+    for new in (
+        skmoe.prune_experts(model, X, target, n_experts=2),
+        skmoe.merge_experts(model, X, target, n_experts=2),
+    ):
+        assert new.n_experts == 2
+        assert new.module_.embedding.categorical[0].num_embeddings == (
+            model.module_.embedding.categorical[0].num_embeddings
+        )
+        assert np.isfinite(new.predict(X)).all()
+    student = skmoe.distill(model, X, target)
+    assert np.isfinite(student.predict(X)).all()
+    importance = expert_importance(model, X, target, method="ablation")
+    assert importance.importances_mean.shape[0] == 4
+    assert model_size(model).params["embeddings"] > 0
+    for key, value in model.module_.state_dict().items():
+        assert torch.equal(value, before[key]), key

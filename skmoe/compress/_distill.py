@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..mixture import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from ..multigate import MultiGateMoEClassifier, MultiGateMoERegressor
+from ..nn.embeddings import mixture_of
 
 _SKMOE = (
     MixtureOfExpertsClassifier,
@@ -31,7 +32,7 @@ def default_student(teacher):
     params = teacher.get_params(deep=False)
     sizes = list(teacher._hidden_sizes())
     if isinstance(teacher, (MultiGateMoEClassifier, MultiGateMoERegressor)):
-        active = teacher.module_.n_experts if teacher._gated() else 1
+        active = mixture_of(teacher.module_).n_experts if teacher._gated() else 1
         params.update(architecture="shared_bottom", top_k=None)
     else:
         active = teacher.top_k or teacher.n_experts

@@ -10,6 +10,7 @@ from sklearn.cluster import AgglomerativeClustering
 
 from ..inspection._importance import check_gated
 from ..nn import MixtureOfExperts
+from ..nn.embeddings import mixture_of
 from ..nn.experts import ACTIVATIONS
 from ..nn.subset import keep_experts
 from ._subset import (
@@ -82,18 +83,22 @@ def merge_experts(estimator, X, y=None, *, n_experts, fine_tune_iter=0):
     if fine_tune_iter and y is None:
         raise ValueError("merge_experts: fine_tune_iter > 0 needs the targets y.")
     module = copy.deepcopy(estimator.module_).cpu().double().eval()
-    if not isinstance(module, MixtureOfExperts) and module.n_levels > 1:
+    mixture = mixture_of(module)
+    if not isinstance(mixture, MixtureOfExperts) and mixture.n_levels > 1:
         raise ValueError(
             "merge_experts merges the experts of one level; this model has "
-            f"{module.n_levels} (architecture='ple'). Use prune_experts instead."
+            f"{mixture.n_levels} (architecture='ple'). Use prune_experts instead."
         )
     rows = estimator._validate_X(X)
     rows = torch.as_tensor(np.asarray(rows.toarray() if sp.issparse(rows) else rows))
     rows = rows.double()
-    if isinstance(module, MixtureOfExperts):
-        bank, gates = module.experts, [module.gate]
+    if mixture is not module:  # the experts read the embedded columns
+        with torch.no_grad():
+            rows = module.embedding(rows)
+    if isinstance(mixture, MixtureOfExperts):
+        bank, gates = mixture.experts, [mixture.gate]
     else:
-        level = module.levels[0]
+        level = mixture.levels[0]
         bank, gates = level.experts, list(level.task_gates)
     with torch.no_grad():
         outputs = bank.forward_shared(rows)[:available]
@@ -103,15 +108,11 @@ def merge_experts(estimator, X, y=None, *, n_experts, fine_tune_iter=0):
         )
         clusters = _cluster(outputs.numpy(), n_experts)
         merged = keep_experts(module, [c[0] for c in clusters])
-        target = merged.experts if isinstance(merged, MixtureOfExperts) else None
-        if target is None:
-            target = merged.levels[0].experts
+        small = mixture_of(merged)
+        single = isinstance(small, MixtureOfExperts)
+        target = small.experts if single else small.levels[0].experts
         _merge_bank(bank, target, clusters, usage, rows)
-        small_gates = (
-            [merged.gate]
-            if isinstance(merged, MixtureOfExperts)
-            else list(merged.levels[0].task_gates)
-        )
+        small_gates = [small.gate] if single else list(small.levels[0].task_gates)
         for gate, small in zip(gates, small_gates, strict=True):
             _merge_gate(gate, small, clusters, rows)
     new = with_module(estimator, merged, n_experts)

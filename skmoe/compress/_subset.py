@@ -14,6 +14,7 @@ from sklearn.utils.validation import _num_samples
 
 from .._engine.trainer import _snapshot
 from .._inference import InferenceCache
+from ..nn.embeddings import mixture_of
 from ..nn.subset import keep_experts
 from ._distill import distillation_data
 
@@ -78,7 +79,7 @@ def regroup_usage(estimator, groups):
     usage = np.asarray(usage, dtype=np.float64)
     columns = [usage[..., group].sum(axis=-1) for group in groups]
     if usage.ndim == 2:  # multi-gate: shared experts first, then the tasks' own
-        n_shared = estimator.module_.n_shared_experts
+        n_shared = mixture_of(estimator.module_).n_shared_experts
         columns += [usage[:, e] for e in range(n_shared, usage.shape[1])]
     kept = np.stack(columns, axis=-1)
     total = kept.sum(axis=-1, keepdims=True)

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._engine import torch_threads
 from ..nn import MixtureOfExperts
+from ..nn.embeddings import mixture_of
 from ..nn.subset import keep_experts
 
 METHODS = ("shapley", "ablation", "usage")
@@ -44,7 +45,7 @@ def check_gated(estimator, caller):
             f"({', '.join(c.__name__ for c in known)}); got {type(estimator).__name__}."
         )
     check_is_fitted(estimator)
-    module = estimator.module_
+    module = mixture_of(estimator.module_)
     if isinstance(module, MixtureOfExperts):
         return module.n_experts
     if module.architecture == "shared_bottom":
@@ -75,7 +76,9 @@ class CoalitionGame:
     def __init__(self, estimator, X, y, scoring=None, caller="expert_importance"):
         self.n_experts = check_gated(estimator, caller)
         self.estimator = estimator
-        self.multi_task = not isinstance(estimator.module_, MixtureOfExperts)
+        self.multi_task = not isinstance(
+            mixture_of(estimator.module_), MixtureOfExperts
+        )
         X_valid = estimator._validate_X(X)
         if sp.issparse(X_valid):
             X_valid = X_valid.toarray()
@@ -93,7 +96,7 @@ class CoalitionGame:
     def _make_scorers(self, scoring):
         if not self.multi_task:
             return [check_scoring(self.estimator, scoring=scoring)]
-        n_tasks = self.estimator.module_.n_tasks
+        n_tasks = mixture_of(self.estimator.module_).n_tasks
         return [
             _task_scorer(self.estimator, t, scoring, self.y.ndim == 1)
             for t in range(n_tasks)

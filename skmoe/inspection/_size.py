@@ -4,6 +4,7 @@ from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
 from ..nn import MixtureOfExperts
+from ..nn.embeddings import mixture_of
 
 COMPONENTS = ("experts", "gates", "towers", "embeddings", "other")
 
@@ -70,8 +71,9 @@ def model_size(estimator):
     active = 0
     flops = 0
     share = 1.0
-    if isinstance(module, MixtureOfExperts) and module.gate.top_k is not None:
-        share = module.gate.top_k / module.n_experts
+    mixture = mixture_of(module)
+    if isinstance(mixture, MixtureOfExperts) and mixture.gate.top_k is not None:
+        share = mixture.gate.top_k / mixture.n_experts
     for name, param in module.named_parameters():
         part = _component(name)
         params[part] += param.numel()

@@ -348,6 +348,12 @@ class EmbeddedModel(nn.Module):
         return self.body.expert_usage()
 
 
+def mixture_of(module):
+    """The mixture in ``module``: its body when it is an :class:`EmbeddedModel`,
+    else ``module`` itself."""
+    return module.body if isinstance(module, EmbeddedModel) else module
+
+
 class SharedTable(nn.Module):
     """An embedding lookup reading another module's table without owning it.
 
