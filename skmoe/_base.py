@@ -422,6 +422,11 @@ class BaseMixtureOfExperts(BaseEstimator):
                 "(warm_start=False)."
             )
 
+    def _split_task_weights(self, sample_weight, y):
+        """``(row weights, per-task factors or None)`` from ``sample_weight``;
+        multi-task estimators take one weight per row and task."""
+        return sample_weight, None
+
     def _check_sample_weight(self, sample_weight, X):
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
@@ -484,17 +489,25 @@ class BaseMixtureOfExperts(BaseEstimator):
                 parallel.check_rows(_num_samples(X), what)
                 parallel.check_batch_size(self.batch_size, type(self).__name__)
             raw_X = X
+            sample_weight, task_weights = self._split_task_weights(sample_weight, y)
             self._fit_sample_weight = sample_weight  # weighs the encoder's quantiles
             self._fit_call = what
             X, y = self._validate_targets(X, y, reset)
             del self._fit_sample_weight
             sample_weight = self._check_sample_weight(sample_weight, X)
             check_float32_range(X)
+            # Target statistics (regression scaling) weigh each task's rows by
+            # its own weights.
+            target_weight = (
+                sample_weight
+                if task_weights is None
+                else sample_weight[:, None] * task_weights
+            )
             if parallel is not None:
                 classes = self._agree_across_ranks(
-                    parallel, what, X, y, sample_weight, reset, classes
+                    parallel, what, X, y, target_weight, reset, classes
                 )
-            targets, objective = self._prepare_targets(y, sample_weight, reset, classes)
+            targets, objective = self._prepare_targets(y, target_weight, reset, classes)
             weighed = self._weigh_rows(targets, sample_weight, incremental)
             if reset and weighed is not sample_weight:
                 # Class weights count in the encoder's statistics as sample weights.
@@ -504,8 +517,8 @@ class BaseMixtureOfExperts(BaseEstimator):
             sample_weight = weighed
             del self._fit_call
             if self._allows_missing_targets():
-                X, targets, sample_weight = _drop_unlabelled_rows(
-                    X, targets, sample_weight
+                X, targets, sample_weight, task_weights = _drop_unlabelled_rows(
+                    X, targets, sample_weight, task_weights
                 )
             if parallel is not None:
                 parallel.agree({}, None, what)
@@ -527,7 +540,13 @@ class BaseMixtureOfExperts(BaseEstimator):
                 module, history = self.module_, self._history
             with ranks_agree(parallel, what):  # a shard too small to split, say
                 train_data, valid_data = self._split(
-                    X, targets, sample_weight, early_stopping, seed, device
+                    X,
+                    targets,
+                    sample_weight,
+                    early_stopping,
+                    seed,
+                    device,
+                    task_weights,
                 )
             n_rows = len(train_data)
             if parallel is not None:  # batch_size is the global batch of all rows
@@ -747,7 +766,9 @@ class BaseMixtureOfExperts(BaseEstimator):
     def _stratify(self, targets):
         return None
 
-    def _split(self, X, targets, sample_weight, early_stopping, seed, device):
+    def _split(
+        self, X, targets, sample_weight, early_stopping, seed, device, task_weights
+    ):
         if early_stopping:
             index = np.arange(X.shape[0])
             try:
@@ -769,6 +790,11 @@ class BaseMixtureOfExperts(BaseEstimator):
                 to_rows(part, device),
                 torch.as_tensor(targets[rows], device=device),
                 torch.tensor(sample_weight[rows], dtype=torch.float32, device=device),
+                task_weights=None
+                if task_weights is None
+                else torch.tensor(
+                    task_weights[rows], dtype=torch.float32, device=device
+                ),
             )
             for part, rows in parts
         ]
@@ -1003,7 +1029,7 @@ def _comparable(value):
     return repr(value)
 
 
-def _drop_unlabelled_rows(X, targets, sample_weight):
+def _drop_unlabelled_rows(X, targets, sample_weight, task_weights):
     """Rows whose every label is missing teach nothing; they would only dilute the
     per-batch loss, so they are left out."""
     if targets.dtype.kind == "f":
@@ -1013,8 +1039,10 @@ def _drop_unlabelled_rows(X, targets, sample_weight):
     if not labelled.any():
         raise ValueError("Every label of every row is missing; nothing to learn.")
     if labelled.all():
-        return X, targets, sample_weight
-    return X[labelled], targets[labelled], sample_weight[labelled]
+        return X, targets, sample_weight, task_weights
+    if task_weights is not None:
+        task_weights = task_weights[labelled]
+    return X[labelled], targets[labelled], sample_weight[labelled], task_weights
 
 
 class _UsageRecorder:

@@ -161,9 +161,12 @@ class TargetScaler:
     @staticmethod
     def moments(y2d, sample_weight):
         """Per output: the number and total weight of the present targets, their
-        weighted mean and weighted sum of squared deviations from it."""
+        weighted mean and weighted sum of squared deviations from it.
+        ``sample_weight`` is one weight per row, or per row and output."""
         present = ~np.isnan(y2d)
-        w = sample_weight[:, None] * present
+        if sample_weight.ndim == 1:
+            sample_weight = sample_weight[:, None]
+        w = sample_weight * present
         w_total = w.sum(axis=0)
         filled = np.where(present, y2d, 0.0)
         mean = (filled * w).sum(axis=0) / np.maximum(w_total, np.finfo(float).tiny)

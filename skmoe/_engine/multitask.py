@@ -92,8 +92,14 @@ class MixedTaskObjective:
         loss = -(joint * log_p + (1 - joint) * log_not)
         return torch.where(known, loss, torch.zeros_like(loss))
 
-    def row_loss(self, outputs, targets):
-        return self.weighting.combine(self.task_row_losses(outputs, targets))
+    def row_loss(self, outputs, targets, task_weights=None):
+        """Each row's loss: the tasks' row losses, each times the row's weight for
+        that task where ``task_weights`` ``(batch, n_tasks)`` is given, combined
+        by the task weighting."""
+        losses = self.task_row_losses(outputs, targets)
+        if task_weights is not None:
+            losses = losses * task_weights
+        return self.weighting.combine(losses)
 
     def row_grad(self, outputs, targets):
         """The gradient of :meth:`row_loss` in closed form, with fixed task weights

@@ -82,9 +82,12 @@ class MultiOutputCrossEntropy(Objective):
     def split(self, logits):
         return torch.split(logits, self.n_classes, dim=1)
 
-    def row_loss(self, logits, targets):
+    def row_loss(self, logits, targets, task_weights=None):
+        """Each row's loss; ``task_weights`` ``(batch, n_outputs)``, where given,
+        weighs each output's term row by row."""
         smooth = self.label_smoothing > 0
-        if len(self.n_classes) == 1 and self.output_weights is None and not smooth:
+        plain = self.output_weights is None and task_weights is None
+        if len(self.n_classes) == 1 and plain and not smooth:
             # The common case, in the fewest autograd nodes: no split, no weighting.
             return cross_entropy_rows(logits, targets[:, 0], MISSING_CLASS)
         weights = _weights(self.output_weights, len(self.n_classes), logits)
@@ -94,6 +97,8 @@ class MultiOutputCrossEntropy(Objective):
             if smooth:
                 term = self._smoothed(chunk, targets[:, j], term)
             term = term * weights[j]
+            if task_weights is not None:
+                term = term * task_weights[:, j]
             loss = term if loss is None else loss + term
         return loss
 
@@ -147,11 +152,16 @@ class MeanSquaredError(Objective):
         self.n_outputs = int(n_outputs)
         self.output_weights = output_weights
 
-    def row_loss(self, outputs, targets):
+    def row_loss(self, outputs, targets, task_weights=None):
+        """Each row's loss; ``task_weights`` ``(batch, n_outputs)``, where given,
+        weighs each output's term row by row."""
         present = ~torch.isnan(targets)
         diff = torch.where(present, outputs - targets.nan_to_num(), 0.0)
         weights = _weights(self.output_weights, self.n_outputs, outputs)
-        return 0.5 * (diff.square() * weights).mean(1)
+        squared = diff.square() * weights
+        if task_weights is not None:
+            squared = squared * task_weights
+        return 0.5 * squared.mean(1)
 
     def row_grad(self, outputs, targets):
         """The gradient of :meth:`row_loss`: the weighted residual over n_outputs."""

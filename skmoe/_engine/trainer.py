@@ -66,12 +66,16 @@ class Batches:
 
     ``uniform_weights`` (computed when not given) says every row weighs the same, so
     a batch's loss is a plain mean and the weights need not be gathered.
+    ``task_weights`` ``(n_rows, n_tasks)``, where given, weighs each task's loss
+    row by row relative to the row's weight (the objective's ``row_loss`` takes
+    them as ``task_weights``); such a fit steps through autograd.
     """
 
     rows: object
     targets: torch.Tensor
     weights: torch.Tensor
     uniform_weights: bool | None = None
+    task_weights: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.uniform_weights is None:
@@ -133,7 +137,7 @@ def run_epoch(
     # gradient has a closed form; else autograd (through DistributedDataParallel in
     # a data-parallel fit, wrapped at the first autograd step).
     fast_step = getattr(module, "training_step", None)
-    if getattr(objective, "row_grad", None) is None:
+    if getattr(objective, "row_grad", None) is None or data.task_weights is not None:
         fast_step = None
     weighs_rows = accepts_sample_weight(module)
     if parallel is not None:
@@ -169,7 +173,11 @@ def run_epoch(
             if parallel is not None and forward is module:
                 forward = parallel.forward_module(module)
             out = forward(x, sample_weight=w) if weighs_rows else forward(x)
-            row_loss = objective.row_loss(out, y)
+            if data.task_weights is None:
+                row_loss = objective.row_loss(out, y)
+            else:
+                task_weights = data.task_weights.index_select(0, index)
+                row_loss = objective.row_loss(out, y, task_weights=task_weights)
             if divisor is not None:
                 summed = row_loss.sum() if w is None else (row_loss * w).sum()
                 task = summed / divisor

@@ -183,6 +183,8 @@ class MultiGateMoE(MultiGateEstimator):
                 # The regression targets' standardisation weighs rows as a
                 # sample_weight would, class weights included.
                 factors = self._class_factors(self._encode(y), incremental=False)
+                if sample_weight.ndim == 2:  # per task
+                    factors = factors[:, None]
                 weighted = sample_weight * factors
                 self._set_tasks(Tasks.learn(y, self.task_types, weighted, classes))
         return self._encode(y), self._objective()
@@ -367,8 +369,13 @@ class MultiGateMoE(MultiGateEstimator):
             Training data.
         y : DataFrame or array-like of shape (n_samples, n_tasks)
             One column per task; a 1-D ``y`` is one task.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights; a weight of ``k`` counts a row ``k`` times.
+        sample_weight : array-like of shape (n_samples,) or (n_samples, n_tasks), \
+or dict, default=None
+            Non-negative weights; a weight of ``k`` counts a row ``k`` times. Of
+            shape ``(n_samples, n_tasks)``, or a dict from task (a column name of
+            a DataFrame ``y``, or a column position) to one weight per row, they
+            weigh each task's loss row by row (a task weighing ``0`` on a row does
+            not learn from that row's label; tasks a dict leaves out weigh 1).
 
         Returns
         -------
@@ -391,8 +398,13 @@ class MultiGateMoE(MultiGateEstimator):
         classes : dict or None, default=None
             On the first call, ``{task: all its labels}`` for classification tasks
             whose later batches may hold labels this one lacks; ignored after.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights.
+        sample_weight : array-like of shape (n_samples,) or (n_samples, n_tasks), \
+or dict, default=None
+            Non-negative weights; a weight of ``k`` counts a row ``k`` times. Of
+            shape ``(n_samples, n_tasks)``, or a dict from task (a column name of
+            a DataFrame ``y``, or a column position) to one weight per row, they
+            weigh each task's loss row by row (a task weighing ``0`` on a row does
+            not learn from that row's label; tasks a dict leaves out weigh 1).
 
         Returns
         -------

@@ -4,6 +4,7 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _num_samples
 
 from .._base import (
     BATCH_SIZE_DOC,
@@ -249,6 +250,58 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         self.categorical_hash_buckets = categorical_hash_buckets
         self.categorical_embedding_dim = categorical_embedding_dim
         self.list_separators = list_separators
+
+    def _split_task_weights(self, sample_weight, y):
+        """One weight per row and task: a 2-D ``sample_weight`` of shape
+        ``(n_samples, n_tasks)`` or a dict from task (a column name of a DataFrame
+        ``y``, or a column position) to one weight per row, tasks it does not name
+        weighing 1. Returns each row's mean weight over the tasks, which weighs the
+        row as a 1-D ``sample_weight`` would, and each task's weight relative to it,
+        which scales the task's loss on that row. A 1-D ``sample_weight`` passes
+        through."""
+        if sample_weight is None:
+            return None, None
+        per_task = isinstance(sample_weight, dict)
+        if not per_task:
+            per_task = np.ndim(sample_weight) == 2
+        if not per_task:
+            return sample_weight, None
+        name = type(self).__name__
+        n_rows = _num_samples(y)
+        columns = list(
+            getattr(y, "columns", range(1 if np.ndim(y) == 1 else y.shape[1]))
+        )
+        if isinstance(sample_weight, dict):
+            weights = np.ones((n_rows, len(columns)))
+            for task, values in sample_weight.items():
+                if task not in columns:
+                    raise ValueError(
+                        f"{name}: sample_weight names the task {task!r}, which is not "
+                        f"a column of y; the tasks are {columns!r}."
+                    )
+                values = np.asarray(values, dtype=np.float64)
+                if values.shape != (n_rows,):
+                    raise ValueError(
+                        f"{name}: sample_weight[{task!r}] has shape {values.shape}; "
+                        f"it needs one weight per row, ({n_rows},)."
+                    )
+                weights[:, columns.index(task)] = values
+        else:
+            weights = np.asarray(sample_weight, dtype=np.float64)
+            if weights.shape != (n_rows, len(columns)):
+                raise ValueError(
+                    f"{name}: a 2-D sample_weight needs one column per task, shape "
+                    f"({n_rows}, {len(columns)}); got {weights.shape}."
+                )
+        if not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(
+                f"{name}: sample_weight must hold finite, non-negative weights."
+            )
+        rows = weights.mean(axis=1)
+        relative = np.divide(
+            weights, rows[:, None], out=np.zeros_like(weights), where=rows[:, None] > 0
+        )
+        return rows, relative
 
     def _allows_missing_targets(self):
         return self.allow_missing_labels

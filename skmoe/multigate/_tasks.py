@@ -147,7 +147,10 @@ class Tasks:
             types.append(kind_t)
             if kind_t == "regression":
                 values = np.where(missing[:, t], np.nan, columns[t]).astype(np.float64)
-                encoders.append(TargetScaler(values.reshape(-1, 1), sample_weight))
+                weights = (
+                    sample_weight if sample_weight.ndim == 1 else sample_weight[:, t]
+                )
+                encoders.append(TargetScaler(values.reshape(-1, 1), weights))
             elif name in classes:
                 encoders.append(LabelCodes.from_user([classes[name]], 1))
             else:
