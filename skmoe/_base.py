@@ -166,7 +166,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         ],
         "num_embedding": [StrOptions({"periodic", "piecewise_linear"}), None],
         "categorical_features": ["array-like", StrOptions({"from_dtype"}), None],
-        "input_scaling": [StrOptions({"robust"}), None],
+        "input_scaling": [StrOptions({"auto", "robust"}), None],
     }
 
     # Parameters that decide the network's structure: a warm start cannot honour a

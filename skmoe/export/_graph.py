@@ -280,8 +280,9 @@ def emit_module(g, x, module):
 
 
 def emit_input_encoder(g, x, encoder):
-    """The input encoder's numerical part: robust scaling, smooth clipping, NaN to 0
-    and missing-value indicators, as :class:`skmoe._preprocessing.InputEncoder` does.
+    """The input encoder's numerical part: robust scaling, the smooth clip of the
+    columns the encoder clips, NaN to 0 and missing-value indicators, as
+    :class:`skmoe._preprocessing.InputEncoder` does.
 
     Categorical columns and numerical embeddings make the module an
     ``EmbeddedModel``, which :func:`check_exportable` refuses before this runs.
@@ -295,11 +296,15 @@ def emit_input_encoder(g, x, encoder):
         z = g.op("Sub", [x, g.const(encoder.center, "input_center")])
         z = g.op("Div", [z, g.const(encoder.scale, "input_scale")])
         z = g.op("Clip", [z, g.const(-Z_LIMIT, "low"), g.const(Z_LIMIT, "high")])
-        # z / sqrt(1 + (z / 3)^2)
-        third = g.op("Div", [z, g.const(3.0, "three")])
-        one = g.const(1.0, "one")
-        root = g.op("Sqrt", [g.op("Add", [one, g.op("Mul", [third, third])])])
-        x = g.op("Div", [z, root])
+        limits = encoder.clip_limits()
+        if np.isinf(limits).all():
+            x = z  # no column is clipped
+        else:
+            # z / sqrt(1 + (z / c)^2), c per column; c = inf leaves the column as it is
+            third = g.op("Div", [z, g.const(limits, "input_clip")])
+            one = g.const(1.0, "one")
+            root = g.op("Sqrt", [g.op("Add", [one, g.op("Mul", [third, third])])])
+            x = g.op("Div", [z, root])
     if missing is None:
         return x
     x = g.op("Where", [missing, g.const(np.zeros(1), "zero"), x])

@@ -154,7 +154,7 @@ class SingleGateEstimator(BaseMixtureOfExperts):
         n_threads="auto",
         num_embedding=None,
         categorical_features="from_dtype",
-        input_scaling="robust",
+        input_scaling="auto",
     ):
         self.n_experts = n_experts
         self.top_k = top_k

@@ -205,7 +205,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         n_threads="auto",
         num_embedding=None,
         categorical_features="from_dtype",
-        input_scaling="robust",
+        input_scaling="auto",
     ):
         self.architecture = architecture
         self.n_experts = n_experts
