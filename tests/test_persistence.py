@@ -437,3 +437,12 @@ def test_bad_clips_are_refused(tmp_path, clip, message):
     _tamper(path, lambda d, t: _set(d["fitted"]["input_encoder"], "clip", clip))
     with pytest.raises(ValueError, match=message):
         skmoe.load(path)
+
+
+def test_pickle_from_before_per_column_clips_predicts_as_pickled():
+    """An encoder pickled before it had per-column clips clipped every column."""
+    X_out = _columns_with_an_outlier()
+    est = MixtureOfExpertsRegressor(input_scaling="robust", **FAST).fit(X_out, Y_REG)
+    old = pickle.loads(pickle.dumps(est))
+    del old._input_encoder.clip  # what such a pickle holds
+    np.testing.assert_array_equal(old.predict(X_out), est.predict(X_out))
