@@ -105,11 +105,21 @@ def make_model(architecture, width, seed, args):
         learning_rate_init=args.learning_rate,
         batch_size=args.batch_size,
         max_iter=args.max_iter,
-        early_stopping=True,
+        early_stopping=args.early_stopping,
         n_iter_no_change=args.n_iter_no_change,
         random_state=seed,
         device=args.device,
+        **scaling_param(args),
     )
+
+
+def scaling_param(args):
+    """``input_scaling`` as given by ``--input-scaling``; nothing for the default."""
+    if args.input_scaling is None:
+        return {}
+    return {
+        "input_scaling": None if args.input_scaling == "none" else args.input_scaling
+    }
 
 
 def gate_distances(usage, weights):
@@ -401,6 +411,26 @@ def main(argv=None):
     parser.add_argument(
         "--n-iter-no-change", type=int, default=10, help="early-stopping patience"
     )
+    parser.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="early stopping on 10%% of the training rows (--no-early-stopping: "
+        "train max_iter epochs, the estimators' default)",
+    )
+    parser.add_argument(
+        "--correlations",
+        type=float,
+        nargs="+",
+        default=list(CORRELATIONS),
+        help="task correlations (default 0.5 0.9 1.0)",
+    )
+    parser.add_argument(
+        "--input-scaling",
+        choices=["auto", "robust", "none"],
+        default=None,
+        help="the estimators' input_scaling (default: their default)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--device", default="cpu", help="torch device")
     args = parser.parse_args(argv)
@@ -410,7 +440,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    correlations = CORRELATIONS
+    correlations = tuple(args.correlations)
     seeds = range(args.seeds)
 
     mmoe_params = module_size("mmoe", EXPERT_WIDTH)
@@ -422,8 +452,14 @@ def main(argv=None):
         f"scikit-learn {sklearn.__version__}, skmoe {skmoe.__version__}; "
         f"device {args.device}, {args.threads} thread(s); {len(seeds)} seeds; "
         f"{args.n_train} train / {args.n_test} test rows; batch {args.batch_size}, "
-        f"lr {args.learning_rate}, max_iter {args.max_iter}, early stopping "
-        f"(patience {args.n_iter_no_change})" + (" (quick)" if args.quick else "")
+        f"lr {args.learning_rate}, max_iter {args.max_iter}, "
+        + (
+            f"early stopping (patience {args.n_iter_no_change})"
+            if args.early_stopping
+            else "no early stopping"
+        )
+        + f", input_scaling {args.input_scaling or 'default'}"
+        + (" (quick)" if args.quick else "")
     )
     print(
         f"shared-bottom width {widths['shared_bottom']} to match MMoE's "

@@ -168,7 +168,7 @@ class BaseMixtureOfExperts(BaseEstimator):
         ],
         "num_embedding": [StrOptions({"periodic", "piecewise_linear"}), None],
         "categorical_features": ["array-like", StrOptions({"from_dtype"}), None],
-        "input_scaling": [StrOptions({"robust"}), None],
+        "input_scaling": [StrOptions({"auto", "robust"}), None],
         "min_frequency": [
             Interval(Integral, 1, None, closed="left"),
             Interval(Real, 0, 1, closed="neither"),

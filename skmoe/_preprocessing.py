@@ -5,10 +5,12 @@ turns any later ``X`` into a float matrix laid out as ``[numerical | missing
 indicators | categorical codes]``, the layout that
 :class:`skmoe.nn.embeddings.FeatureEmbedding` reads:
 
-- numerical columns are scaled robustly (median, interquartile range) and clipped
+- numerical columns are scaled robustly (median, interquartile range) and, where
+  their training values have outliers (``"auto"``) or always (``"robust"``), clipped
   smoothly into about ``(-3, 3)`` with ``x / sqrt(1 + (x / 3)^2)`` (as in RealMLP,
-  Holzmüller et al. 2024), or left as they are; a NaN becomes ``0`` (the median) and,
-  in columns that had NaN in training, sets that column's missing indicator;
+  Holzmüller et al. 2024), or left as they are (``None``); a NaN becomes ``0`` (the
+  median) and, in columns that had NaN in training, sets that column's missing
+  indicator;
 - categorical columns become integer codes ``1..k`` in the order of their sorted
   categories; ``0`` is the reserved slot for missing values and categories unseen in
   training.
@@ -30,6 +32,10 @@ from sklearn.utils.validation import check_array
 
 N_BINS = 16
 _CLIP = 3.0
+# With input_scaling="auto", a column is clipped when one of its training values lies
+# further than this many robust standard deviations (IQR / 1.349) from its median: a
+# Gaussian column reaches it with probability 2e-9 a row, so it stays linear.
+OUTLIER_Z = 6.0
 # Scaled values are clipped to this before the smooth clip, here and in ONNX graphs.
 Z_LIMIT = 1e6
 _BLOCK_ROWS = 65_536
@@ -57,20 +63,25 @@ default="from_dtype"
         the column's embedding table, so predicting on unseen ids never raises.
         Columns of any cardinality (user or item ids with millions of values)
         are encoded vectorised. Categorical features need dense ``X``.
-    input_scaling : {"robust"} or None, default="robust"
-        ``"robust"``: numerical features are centred on their median, divided by
-        their interquartile range (over 1.349; the standard deviation where that is
-        zero) and clipped smoothly into about (-3, 3) with ``x / sqrt(1 + (x/3)^2)``,
-        so unscaled columns and outliers can go straight into ``fit``. ``None`` uses
-        them as given (for features already scaled beforehand). ONNX export and
-        data-parallel fits support both; in a data-parallel fit the statistics come
-        from every rank's rows.
-        Sparse ``X`` is never scaled (its zeros stay zeros). NaN in a numerical
-        feature is always allowed in dense ``X``: it reads as the median with
-        ``"robust"`` scaling and as 0 without, and columns that had NaN in
-        training get a missing-value indicator (all-NaN columns carry only their
-        indicator). Statistics come from ``fit`` (the
-        first call of ``partial_fit``).
+    input_scaling : {"auto", "robust"} or None, default="auto"
+        ``"auto"`` and ``"robust"`` centre each numerical feature on its median and
+        divide it by its interquartile range over 1.349 (the standard deviation
+        where that is zero), so unscaled columns can go straight into ``fit``.
+        ``"robust"`` then clips every feature smoothly into about (-3, 3) with
+        ``z / sqrt(1 + (z/3)^2)``. ``"auto"`` clips only the features with outliers:
+        those with a training value more than 6 of these units from the median
+        (heavy tails, rare extreme values); the others, such as Gaussian or bounded
+        features, stay linear, as after a ``StandardScaler``, where the clip would
+        bend them (values outside the training range then pass on linearly too).
+        ``None`` uses the features as given (for features already scaled
+        beforehand). ONNX export and data-parallel fits support all three; in a
+        data-parallel fit the statistics and the choice of clipped features come
+        from every rank's rows. Sparse ``X`` is never scaled (its zeros stay
+        zeros). NaN in a numerical feature is always allowed in dense ``X``: it
+        reads as the median when scaled and as 0 without, and columns that had NaN
+        in training get a missing-value indicator (all-NaN columns carry only their
+        indicator). Statistics come from ``fit`` (the first call of
+        ``partial_fit``).
     min_frequency : int, float or None, default=None
         As in ``OneHotEncoder``: categories seen fewer than ``min_frequency``
         times (an int; a float in (0, 1) is a fraction of the rows, both counted
@@ -129,7 +140,7 @@ class InputEncoder:
         Named in error messages.
     categorical_features : "from_dtype", array-like of int, str or bool, or None
         Which columns are categorical, as in ``HistGradientBoostingClassifier``.
-    input_scaling : {"robust", None}
+    input_scaling : {"auto", "robust", None}
         Scaling of the numerical columns.
     num_embedding : {None, "periodic", "piecewise_linear"}
         Whether piecewise-linear bins are needed.
@@ -463,7 +474,8 @@ class InputEncoder:
         # Rows of zero weight count as absent, here as in the quantiles.
         self.has_missing = np.isnan(numerical[weights > 0]).any(axis=0).tolist()
         center, scale = np.zeros(n), np.ones(n)
-        if self.input_scaling == "robust":
+        clip = [None] * n
+        if self.input_scaling is not None:
             for j, column in enumerate(numerical.T):
                 q25, median, q75 = _weighted_quantiles(
                     column, weights, (0.25, 0.5, 0.75)
@@ -473,8 +485,13 @@ class InputEncoder:
                     spread = _weighted_std(column, weights)
                 center[j] = median if np.isfinite(median) else 0.0
                 scale[j] = spread if np.isfinite(spread) and spread > 0 else 1.0
+                if self.input_scaling == "robust" or _has_outliers(
+                    column, weights, center[j], scale[j]
+                ):
+                    clip[j] = _CLIP
         self.center = center.tolist()
         self.scale = scale.tolist()
+        self.clip = clip
         self.bins = None
         if self.num_embedding == "piecewise_linear":
             quantiles = np.linspace(0.0, 1.0, N_BINS + 1)
@@ -526,6 +543,15 @@ class InputEncoder:
             categorical = [X[:, j].astype(object) for j in np.flatnonzero(mask)]
         return numerical, categorical
 
+    def clip_limits(self):
+        """Each numerical column's clip ``c`` in ``z / sqrt(1 + (z/c)^2)``, a float
+        array: ``3`` where the column is clipped, ``inf`` where it stays linear
+        (``z / inf`` is 0, so the same formula leaves it unchanged)."""
+        clip = getattr(self, "clip", None)
+        if clip is None:  # unpickled from before per-column clips: all were clipped
+            return np.full(len(self.center), _CLIP)
+        return np.array([np.inf if c is None else c for c in clip], dtype=float)
+
     def _scale(self, numerical):
         """The scaled and smoothly clipped columns: a new array (``numerical`` itself
         without scaling), computed in blocks of rows so that the temporaries stay
@@ -537,13 +563,16 @@ class InputEncoder:
         # Beyond 1e6 the clip's value is within 1e-11 of +-3 (and (z/3)^2 cannot
         # overflow); the ONNX graph does the same.
         np.clip(z, -Z_LIMIT, Z_LIMIT, out=z)
+        limits = self.clip_limits()
+        if np.isinf(limits).all():
+            return z
         for start in range(0, z.shape[0], _BLOCK_ROWS):
             block = z[start : start + _BLOCK_ROWS]
-            root = block / _CLIP
+            root = block / limits
             np.square(root, out=root)
             root += 1.0
             np.sqrt(root, out=root)
-            block /= root  # z / sqrt(1 + (z/3)^2)
+            block /= root  # z / sqrt(1 + (z/c)^2)
         return z
 
     def _encode(self, numerical, categorical):
@@ -688,6 +717,7 @@ class InputEncoder:
         "has_missing",
         "center",
         "scale",
+        "clip",
         "bins",
         "categories",
         "infrequent",
@@ -719,6 +749,7 @@ class InputEncoder:
             encoder.has_missing = [bool(v) for v in state["has_missing"]]
             encoder.center = [float(v) for v in state["center"]]
             encoder.scale = [float(v) for v in state["scale"]]
+            encoder.clip = _clip_from_json(state.get("clip"), n_num, encoder)
             bins = state["bins"]
             encoder.bins = (
                 None if bins is None else [[float(b) for b in e] for e in bins]
@@ -773,6 +804,7 @@ class InputEncoder:
         encoder.sparse = False
         encoder.has_missing = [False] * n
         encoder.center, encoder.scale = [0.0] * n, [1.0] * n
+        encoder.clip = [None] * n
         encoder.bins, encoder.categories = None, []
         encoder.infrequent, encoder.hash_buckets = [], []
         encoder.categorical_names, encoder.list_lengths = [], []
@@ -829,6 +861,28 @@ def _weighted_quantiles(column, weights, quantiles):
     values, cumulative = values[order], np.cumsum(weights[order])
     index = np.searchsorted(cumulative, np.asarray(quantiles) * cumulative[-1])
     return values[np.minimum(index, len(values) - 1)]
+
+
+def _has_outliers(column, weights, center, scale):
+    """Whether a training value of ``column`` (NaN and zero-weight rows left out)
+    lies more than :data:`OUTLIER_Z` scaled units from ``center``."""
+    keep = ~np.isnan(column) & (weights > 0)
+    if not keep.any():
+        return False
+    return bool(np.abs(column[keep] - center).max() > OUTLIER_Z * scale)
+
+
+def _clip_from_json(clip, n_numerical, encoder):
+    """The per-column clips of a saved encoder; files written before they were saved
+    (every column clipped under ``"robust"``) get what that version did."""
+    if clip is None:
+        value = None if encoder.input_scaling is None else _CLIP
+        return [value] * n_numerical
+    if len(clip) != n_numerical:
+        raise ValueError("the input encoder's clip has the wrong length")
+    if any(c is not None and c != _CLIP for c in clip):
+        raise ValueError(f"the input encoder's clips must be {_CLIP} or null")
+    return [None if c is None else _CLIP for c in clip]
 
 
 def _weighted_std(column, weights):

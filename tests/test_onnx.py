@@ -679,3 +679,25 @@ def test_categorical_codes_from_a_pipeline_step():
     np.testing.assert_allclose(
         values.ravel(), pipe.predict(test), rtol=0, atol=1e-6 * 50.0
     )
+
+
+@pytest.mark.parametrize("cls", [MixtureOfExpertsRegressor, MultiGateMoEClassifier])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_default_scaling_clips_in_the_graph_only_the_columns_it_clips(cls, dtype):
+    """With ``input_scaling="auto"`` some columns are clipped and others stay linear:
+    the graph does the same, including on test values far outside the training
+    range of a linear column."""
+    X = X_TRAIN * 1000.0 + 7.0
+    X[:3, 2] = 1e7  # outliers: column 2 is clipped, the others stay linear
+    X[::6, 1] = np.nan
+    y = _targets(
+        "classifier" if "Classifier" in cls.__name__ else "regressor", 1, X_TRAIN
+    )
+    estimator = cls(**FAST).fit(X, y)
+    assert estimator._input_encoder.clip == [None, None, 3.0, None, None, None]
+    test = X_TEST[:200] * 1000.0 + 7.0
+    test[::4, 1] = np.nan
+    test[0, 2], test[1, 2] = 1e30, -1e30  # clipped, not overflowed
+    test[2, 0] = 20_000.0  # linear, past the training range
+    model = to_onnx(estimator, test[:1].astype(dtype))
+    _check(estimator, model, test.astype(dtype), 1e-4)

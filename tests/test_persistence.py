@@ -588,3 +588,54 @@ def test_tensor_bytes_changed_with_a_valid_layout_fail_the_checksum(saved):
     save_file(tensors, str(saved), metadata=metadata)
     with pytest.raises(ValueError, match="checksum does not match"):
         skmoe.load(saved)
+
+
+def _columns_with_an_outlier():
+    X_out = X.copy()
+    X_out[:2, 3] = 1e3  # column 3 has outliers, the others are Gaussian
+    return X_out
+
+
+def test_per_column_clips_round_trip(tmp_path):
+    X_out = _columns_with_an_outlier()
+    est = MixtureOfExpertsRegressor(**FAST).fit(X_out, Y_REG)
+    assert est._input_encoder.clip == [None, None, None, 3.0, None]
+    path = tmp_path / "model.safetensors"
+    skmoe.save(est, path)
+    loaded = skmoe.load(path)
+    assert loaded._input_encoder.clip == est._input_encoder.clip
+    np.testing.assert_array_equal(loaded.predict(X_out), est.predict(X_out))
+
+
+def test_file_from_before_per_column_clips_loads_with_every_column_clipped(tmp_path):
+    """Files written before the encoder saved its clips had ``input_scaling="robust"``
+    (every column clipped) and no ``clip`` entry: they load and predict as saved."""
+    X_out = _columns_with_an_outlier()
+    est = MixtureOfExpertsRegressor(input_scaling="robust", **FAST).fit(X_out, Y_REG)
+    path = tmp_path / "model.safetensors"
+    skmoe.save(est, path)
+    _tamper(path, lambda d, t: d["fitted"]["input_encoder"].pop("clip"))
+    loaded = skmoe.load(path)
+    assert loaded._input_encoder.clip == [3.0] * 5
+    np.testing.assert_array_equal(loaded.predict(X_out), est.predict(X_out))
+
+
+@pytest.mark.parametrize(
+    "clip, message", [([None] * 4, "wrong length"), ([None] * 4 + [2.0], "3.0 or null")]
+)
+def test_bad_clips_are_refused(tmp_path, clip, message):
+    est = MixtureOfExpertsRegressor(**FAST).fit(X, Y_REG)
+    path = tmp_path / "model.safetensors"
+    skmoe.save(est, path)
+    _tamper(path, lambda d, t: _set(d["fitted"]["input_encoder"], "clip", clip))
+    with pytest.raises(ValueError, match=message):
+        skmoe.load(path)
+
+
+def test_pickle_from_before_per_column_clips_predicts_as_pickled():
+    """An encoder pickled before it had per-column clips clipped every column."""
+    X_out = _columns_with_an_outlier()
+    est = MixtureOfExpertsRegressor(input_scaling="robust", **FAST).fit(X_out, Y_REG)
+    old = pickle.loads(pickle.dumps(est))
+    del old._input_encoder.clip  # what such a pickle holds
+    np.testing.assert_array_equal(old.predict(X_out), est.predict(X_out))

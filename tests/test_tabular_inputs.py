@@ -303,3 +303,77 @@ def test_file_from_before_the_input_encoder_loads_unscaled(tmp_path):
     loaded = skmoe.load(path)
     assert loaded.input_scaling is None and loaded.categorical_features is None
     np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+
+
+def test_default_scaling_clips_only_the_columns_with_outliers():
+    """Under the default ``input_scaling="auto"``, light-tailed columns are scaled
+    linearly (a Gaussian column's values beyond 3 scaled units stay there), while
+    heavy-tailed columns and columns with rare extreme values are clipped into
+    (-3, 3); ``"robust"`` clips every column."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    gaussian = rng.normal(size=n) * 50.0 + 10.0
+    uniform = rng.uniform(-1.0, 1.0, size=n)
+    heavy = rng.standard_t(df=1.5, size=n)
+    rare = rng.normal(size=n)
+    rare[:3] = 1e3
+    X = np.column_stack([gaussian, uniform, heavy, rare])
+    y = X[:, 0] / 50.0 + X[:, 1]
+    est = MixtureOfExpertsRegressor(max_iter=2, random_state=0, device="cpu")
+    assert est.get_params()["input_scaling"] == "auto"
+    encoder = est.fit(X, y)._input_encoder
+    encoded = encoder.transform(X)
+    for j in (0, 1):  # linear: (x - median) / (IQR / 1.349), nothing bent
+        q25, median, q75 = np.quantile(X[:, j], [0.25, 0.5, 0.75], method="lower")
+        np.testing.assert_allclose(
+            encoded[:, j], (X[:, j] - median) / ((q75 - q25) / 1.349), rtol=1e-2
+        )
+        np.testing.assert_allclose(
+            encoded[:, j], (X[:, j] - encoder.center[j]) / encoder.scale[j]
+        )
+    assert np.abs(encoded[:, 0]).max() > 3.0  # the Gaussian tails are not squeezed
+    assert np.abs(encoded[:, 2:]).max() < 3.0  # the outliers are
+    assert np.abs(encoded[:, 2:]).max() > 2.9
+    # A later value outside the training range passes a linear column linearly.
+    far = X[:1].copy()
+    far[0, 0] = 10.0 + 50.0 * 20.0
+    assert encoder.transform(far)[0, 0] == pytest.approx(
+        (far[0, 0] - encoder.center[0]) / encoder.scale[0]
+    )
+    robust = MixtureOfExpertsRegressor(
+        input_scaling="robust", max_iter=2, random_state=0, device="cpu"
+    ).fit(X, y)
+    assert np.abs(robust._input_encoder.transform(X)).max() < 3.0
+    # Rows of zero weight do not count: without the 3 extreme rows, "rare" is
+    # Gaussian.
+    weights = np.ones(n)
+    weights[:3] = 0.0
+    weighted = MixtureOfExpertsRegressor(max_iter=2, random_state=0, device="cpu")
+    weighted.fit(X, y, sample_weight=weights)
+    assert np.abs(weighted._input_encoder.transform(X[3:])[:, 3]).max() > 3.0
+
+
+def test_auto_scaling_rule_is_the_one_the_data_parallel_encoder_uses():
+    """The encoder fitted from every shard's rows clips the same columns as one
+    fitted on all the rows."""
+    from skmoe._preprocessing import InputEncoder
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 3))
+    X[5, 2] = 40.0  # one outlier, in the second shard's half
+    X[:, 1] = rng.lognormal(sigma=1.5, size=400)
+    whole = InputEncoder("MixtureOfExpertsRegressor", None, "auto", None)
+    whole.fit_transform(X)
+    shards = [X[200:], X[:200]]
+    encoders = []
+    for rank, shard in enumerate(shards):
+        other = shards[1 - rank]
+
+        def exchange(summary, other=other):
+            return [summary, (other, np.ones(len(other)), [], [False] * 3)]
+
+        encoder = InputEncoder("MixtureOfExpertsRegressor", None, "auto", None)
+        encoder.fit_transform_shared(shard, None, exchange)
+        encoders.append(encoder)
+    assert whole.clip == [None, 3.0, 3.0]
+    assert [e.clip for e in encoders] == [whole.clip, whole.clip]

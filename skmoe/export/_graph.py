@@ -458,11 +458,15 @@ def _emit_numerical(g, x, encoder):
         z = g.op("Sub", [x, g.const(encoder.center, "input_center")])
         z = g.op("Div", [z, g.const(encoder.scale, "input_scale")])
         z = g.op("Clip", [z, g.const(-Z_LIMIT, "low"), g.const(Z_LIMIT, "high")])
-        # z / sqrt(1 + (z / 3)^2)
-        third = g.op("Div", [z, g.const(3.0, "three")])
-        one = g.const(1.0, "one")
-        root = g.op("Sqrt", [g.op("Add", [one, g.op("Mul", [third, third])])])
-        x = g.op("Div", [z, root])
+        limits = encoder.clip_limits()
+        if np.isinf(limits).all():
+            x = z  # no column is clipped
+        else:
+            # z / sqrt(1 + (z / c)^2), c per column; c = inf leaves the column as it is
+            third = g.op("Div", [z, g.const(limits, "input_clip")])
+            one = g.const(1.0, "one")
+            root = g.op("Sqrt", [g.op("Add", [one, g.op("Mul", [third, third])])])
+            x = g.op("Div", [z, root])
     # A NaN reads as 0 (the median under robust scaling), in every column: also in
     # those that had no NaN in training and so have no indicator.
     x = g.op("Where", [missing, g.const(np.zeros(1), "zero"), x])

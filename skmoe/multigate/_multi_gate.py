@@ -206,7 +206,7 @@ class MultiGateEstimator(BaseMixtureOfExperts):
         n_threads="auto",
         num_embedding=None,
         categorical_features="from_dtype",
-        input_scaling="robust",
+        input_scaling="auto",
         min_frequency=None,
         max_categories=None,
         categorical_hash_buckets=None,
