@@ -10,7 +10,11 @@ import torch
 from sklearn.datasets import make_classification, make_regression
 from sklearn.exceptions import ConvergenceWarning
 
-from skmoe import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+from skmoe import (
+    MixtureOfExpertsClassifier,
+    MixtureOfExpertsRegressor,
+    MultiGateMoERegressor,
+)
 from skmoe._engine import (
     Batches,
     DenseRows,
@@ -230,19 +234,44 @@ def test_engine_restores_the_best_validation_weights():
     assert evaluate(module, objective, valid, 64) == pytest.approx(best)
 
 
-def test_convergence_warning_when_max_iter_is_reached(regression):
+def _two_tasks_for_multi_gate(est, y):
+    return np.column_stack([y, y]) if isinstance(est, MultiGateMoERegressor) else y
+
+
+@pytest.mark.parametrize(
+    "Estimator", [MixtureOfExpertsRegressor, MultiGateMoERegressor]
+)
+def test_convergence_warning_where_early_stopping_runs_out_of_epochs(
+    regression, Estimator
+):
     X, y = regression
+    est = Estimator(
+        max_iter=2, early_stopping=True, learning_rate="constant", tol=0.0, **FAST
+    )
     with pytest.warns(ConvergenceWarning, match="maximum iterations"):
-        MixtureOfExpertsRegressor(max_iter=2, learning_rate="constant", **FAST).fit(
-            X, y
-        )
+        est.fit(X, _two_tasks_for_multi_gate(est, y))
+    assert est.n_iter_ == 2
 
 
-def test_no_convergence_warning_where_a_cosine_schedule_ends(regression):
+@pytest.mark.parametrize(
+    "Estimator, params",
+    [
+        (MultiGateMoERegressor, {}),  # its defaults: a constant step, no early stop
+        (MixtureOfExpertsRegressor, {}),
+        (MixtureOfExpertsRegressor, {"learning_rate": "constant"}),
+        (MixtureOfExpertsRegressor, {"early_stopping": True, "tol": 0.0}),  # cosine
+        (MultiGateMoERegressor, {"learning_rate": "cosine", "early_stopping": True}),
+    ],
+)
+def test_no_convergence_warning_where_a_fit_ran_the_epochs_it_planned(
+    regression, Estimator, params
+):
     X, y = regression
+    est = Estimator(max_iter=2, **{**FAST, **params})
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        MixtureOfExpertsRegressor(max_iter=2, learning_rate="cosine", **FAST).fit(X, y)
+        est.fit(X, _two_tasks_for_multi_gate(est, y))
+    assert est.n_iter_ == 2  # the fit did reach max_iter
 
 
 def test_training_loss_plateau_stops_before_max_iter(regression):
