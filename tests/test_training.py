@@ -27,7 +27,7 @@ from skmoe._engine import (
     run_epoch,
     train,
 )
-from skmoe.nn import Gate, MixtureOfExperts
+from skmoe.nn import Gate, MixtureOfExperts, MultiGateMixtureOfExperts
 
 FAST = dict(random_state=0, device="cpu", learning_rate_init=1e-2)
 
@@ -65,10 +65,12 @@ def test_integer_weight_equals_repeating_the_row(regression, routing):
     )
 
 
-def weighted_and_repeated_fits(make_module, x, y, w):
+def weighted_and_repeated_fits(make_module, x, y, w, objective=None):
     """``make_module()``'s outputs on ``x`` after 20 one-batch epochs on the rows
     ``x`` of weights ``w``, then after the same on each row repeated ``w`` times
-    with unit weights; both start from the same weights (float64 modules)."""
+    with unit weights; both start from the same weights (float64 modules).
+    ``objective`` defaults to one 3-class output."""
+    objective = MultiOutputCrossEntropy([3]) if objective is None else objective
     fits = []
     for rows, targets, weights in (
         (x, y, w.double()),
@@ -84,7 +86,7 @@ def weighted_and_repeated_fits(make_module, x, y, w):
         data = Batches(DenseRows(rows), targets, weights)
         gen = torch.Generator().manual_seed(1)
         for _ in range(20):
-            run_epoch(module, MultiOutputCrossEntropy([3]), optimizer, data, 100, gen)
+            run_epoch(module, objective, optimizer, data, 100, gen)
         with torch.no_grad():
             fits.append(module.eval()(x))
     return fits
@@ -103,6 +105,50 @@ def test_weights_equal_repeated_rows_to_float64_rounding_in_one_batch(routing):
         lambda: MixtureOfExperts(6, 3, **{"n_experts": 4, **routing}).double(), x, y, w
     )
     torch.testing.assert_close(fits[0], fits[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"architecture": "mmoe"},
+        {"architecture": "cgc", "top_k": 1},
+        {"architecture": "ple", "top_k": 2},
+        {"architecture": "shared_bottom"},
+    ],
+    ids=lambda p: "-".join(map(str, p.values())),
+)
+@pytest.mark.parametrize("fused", [True, False], ids=["written-out step", "autograd"])
+def test_multi_gate_weights_equal_repeated_rows_to_float64_rounding(params, fused):
+    # The multi-gate estimators' expected failures of the same checks have the same
+    # cause: in float64 a row of weight k and k copies of it train the same
+    # two-task model, per-gate balancing losses included.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(15, 6, generator=gen, dtype=torch.float64)
+    y = torch.stack(
+        [torch.randint(0, 3, (15,), generator=gen), torch.randint(0, 2, (15,))], 1
+    )
+    w = torch.randint(0, 5, (15,), generator=gen)
+
+    def make_module():
+        module = MultiGateMixtureOfExperts(
+            6,
+            [3, 2],
+            n_shared_experts=3,
+            expert_hidden_layer_sizes=(8,),
+            tower_hidden_layer_sizes=(4,),
+            load_balancing_coef=0.3,
+            router_z_loss_coef=0.05,
+            **params,
+        ).double()
+        module.fused_training = fused
+        return module
+
+    objective = MultiOutputCrossEntropy([3, 2])
+    weighted, repeated = weighted_and_repeated_fits(make_module, x, y, w, objective)
+    torch.testing.assert_close(weighted, repeated, rtol=1e-10, atol=1e-12)
+    # ... and the weights matter: unit weights train another model.
+    unit = weighted_and_repeated_fits(make_module, x, y, torch.ones_like(w), objective)
+    assert (unit[0] - weighted).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("gating", ["noisy", "switch"])
