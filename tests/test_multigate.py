@@ -135,8 +135,13 @@ def test_missing_class_labels():
     X, Y = _classification_tasks()
     Y[::3, 1] = None
     Y[1::5, 0] = np.nan
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(
+        ValueError,
+        match=r"MultiGateMoEClassifier: y contains missing.*allow_missing_labels=True",
+    ):
         MultiGateMoEClassifier(**FAST).fit(X, Y)
+    with pytest.raises(ValueError, match="MultiGateMoERegressor: y contains missing"):
+        MultiGateMoERegressor(**FAST).fit(X, np.where(Y[:, 1] == None, np.nan, 1.0))  # noqa: E711
     clf = MultiGateMoEClassifier(allow_missing_labels=True, **{**FAST, "max_iter": 60})
     clf.fit(X, Y)
     assert [list(c) for c in clf.classes_][:2] == [["no", "yes"], ["0", "1", "2"]]

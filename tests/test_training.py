@@ -2,6 +2,7 @@
 determinism, progress output and divergence."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -386,15 +387,34 @@ def test_divergence_is_an_error_never_nan_weights(regression):
         reg.fit(X * 1e6, y)
     assert not hasattr(reg, "module_")  # a failed fresh fit leaves nothing half-fitted
 
+
+def test_divergence_keeps_the_weights_from_before_the_bad_epoch(
+    regression, monkeypatch
+):
+    import skmoe._engine.trainer as trainer
+
+    X, y = regression
     good = MixtureOfExpertsRegressor(max_iter=5, **FAST).fit(X, y)
-    before = good.predict(X)
+    starts = []  # the module's state as each epoch begins
+    original = trainer.run_epoch
+
+    def spy(module, *args, **kwargs):
+        starts.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "run_epoch", spy)
     good.set_params(warm_start=True, learning_rate_init=1e12)
-    with pytest.raises(ValueError, match="diverged"):
+    with pytest.raises(ValueError, match=r"diverged at epoch (\d+)") as info:
         good.fit(X * 1e6, y)
-    for param in good.module_.parameters():
-        assert torch.isfinite(param).all()
+    bad_epoch = int(re.search(r"epoch (\d+)", str(info.value))[1])
+    assert len(starts) == bad_epoch - 5  # it was the last epoch run
+    assert len(starts) >= 2  # so that "before the bad epoch" is not the first state
+    kept = good.module_.state_dict()
+    assert kept.keys() == starts[-1].keys()
+    for key, value in starts[-1].items():
+        torch.testing.assert_close(kept[key], value, rtol=0, atol=0)
+    assert any(not torch.equal(starts[0][k], v) for k, v in kept.items())
     assert np.isfinite(good.predict(X)).all()
-    assert good.predict(X).shape == before.shape
 
 
 def test_n_threads_applies_during_fit_and_predict_then_is_restored(
