@@ -14,7 +14,7 @@ improving (``max_iter=--max-iter``, the estimator's own ``tol`` rule); then
 
 - ``prune_experts`` with every method and the fine-tuning recipes asked for
   (``--recipes``, from ``RECIPES``; ``default`` is ``prune_experts``' own),
-- ``merge_experts``, zero-shot and with the gates retrained,
+- ``merge_experts``, zero-shot, with the gates retrained and with its defaults,
 - ``distill`` into the default dense student,
 
 each choosing and fine-tuning on the training rows, scored on the test rows. It
@@ -113,6 +113,12 @@ RECIPES = {
     "default": {},
 }
 DEFAULT_RECIPES = ("zero-shot", "gate 10", "default")
+# merge_experts' fine-tuning: label -> its keyword arguments ("default": none given).
+MERGE_RECIPES = {
+    "zero-shot": dict(fine_tune_iter=0),
+    "gate 10": dict(fine_tune_iter=10, fine_tune_experts=False, fine_tune_alpha=1.0),
+    "default": {},
+}
 FIELDS = (
     "dataset",
     "seed",
@@ -204,9 +210,9 @@ def run_dataset(name, seed, args):
                 )
                 add("prune", f"{method}, {label}", k, model)
         if "merge" in args.extras:
-            for label, n_iter in (("zero-shot", 0), ("gate 10", 10)):
+            for label, recipe in MERGE_RECIPES.items():
                 model = skmoe.merge_experts(
-                    teacher, X_train, y_train, n_experts=k, fine_tune_iter=n_iter
+                    teacher, X_train, y_train, n_experts=k, **recipe
                 )
                 add("merge", f"merge, {label}", k, model)
     if "distill" in args.extras:

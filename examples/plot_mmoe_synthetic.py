@@ -32,7 +32,7 @@ warnings.filterwarnings("ignore", category=ConvergenceWarning)
 QUICK = "--quick" in sys.argv
 correlations = [0.0, 0.9] if QUICK else [0.0, 0.5, 1.0]
 seeds = [0] if QUICK else [0, 1]
-n_train, n_test = (800, 400) if QUICK else (4000, 2000)
+n_train, n_test = (2000, 1000) if QUICK else (4000, 2000)
 
 models = {
     "MMoE": dict(
@@ -59,7 +59,7 @@ for correlation in correlations:
             model = MultiGateMoERegressor(
                 **params,
                 learning_rate_init=3e-3,
-                max_iter=5 if QUICK else 60,
+                max_iter=60,
                 early_stopping=True,
                 random_state=seed,
                 n_threads=1,

@@ -85,10 +85,23 @@ def learning_rate_doc(default):
         Schedule of Adam's step size over the epochs of ``fit``: ``"constant"``
         keeps ``learning_rate_init``; ``"cosine"`` decays it from
         ``learning_rate_init`` towards zero along half a cosine over ``max_iter``
-        epochs (so a fit stopped early ends at a larger step); reaching
-        ``max_iter`` is then the schedule's end, not a ``ConvergenceWarning``.
+        epochs (so a fit stopped early ends at a larger step). Reaching
+        ``max_iter`` raises a ``ConvergenceWarning`` only with ``"constant"`` and
+        ``early_stopping=True``, when the validation score was still improving.
         ``partial_fit`` always uses ``learning_rate_init``.
 """
+
+
+def _stopped_short(estimator, early_stopping, history):
+    """Whether a fit that asked to stop on ``tol`` ran out of epochs first.
+
+    Only ``early_stopping`` asks for that: a fit without it plans ``max_iter``
+    epochs (the training-loss rule only saves the ones that no longer help), and a
+    cosine schedule ends at ``max_iter`` by design. Neither warns on reaching it.
+    """
+    return (
+        early_stopping and not history.converged and estimator.learning_rate != "cosine"
+    )
 
 
 def with_params(init, **defaults):
@@ -580,12 +593,11 @@ class BaseMixtureOfExperts(BaseEstimator):
         self._inference_cache = InferenceCache()
         self._set_fitted_attributes(history, recorder, early_stopping)
         self.batch_size_ = config.batch_size
-        # A cosine schedule ends at max_iter by design: reaching it is no warning.
-        schedule_ends = self.learning_rate == "cosine"
-        if not incremental and not history.converged and not schedule_ends:
+        if _stopped_short(self, early_stopping, history):
             warnings.warn(
                 f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
-                "and the optimization hasn't converged yet.",
+                "and the validation score was still improving by more than tol; "
+                "raise max_iter to let early stopping end the fit.",
                 ConvergenceWarning,
                 stacklevel=3,
             )

@@ -240,7 +240,7 @@ def test_prune_bad_input(regressor, diabetes):
 def test_merge_experts(regressor, diabetes, tmp_path):
     X, y = diabetes
     before = _weights(regressor)
-    same = skmoe.merge_experts(regressor, X, n_experts=5)
+    same = skmoe.merge_experts(regressor, X, n_experts=5, fine_tune_iter=0)
     # Merging nothing changes nothing.
     np.testing.assert_allclose(same.predict(X), regressor.predict(X), rtol=1e-6)
     merged = skmoe.merge_experts(regressor, X, y, n_experts=2, fine_tune_iter=2)
@@ -252,10 +252,41 @@ def test_merge_experts(regressor, diabetes, tmp_path):
     np.testing.assert_array_equal(skmoe.load(path).predict(X), merged.predict(X))
     for key, value in _weights(regressor).items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="needs the targets"):
-        skmoe.merge_experts(regressor, X, n_experts=2, fine_tune_iter=1)
+    with pytest.raises(ValueError, match="fine_tune_alpha must be a number in"):
+        skmoe.merge_experts(regressor, X, y, n_experts=2, fine_tune_alpha=1.5)
     with pytest.raises(ValueError, match="n_experts must be an int from 1"):
         skmoe.merge_experts(regressor, X, n_experts=0)
+
+
+def test_merge_without_targets_fine_tunes_towards_the_original(regressor, diabetes):
+    X, _ = diabetes
+    original = regressor.predict(X)
+    as_merged = skmoe.merge_experts(regressor, X, n_experts=2, fine_tune_iter=0)
+    tuned = skmoe.merge_experts(regressor, X, n_experts=2, fine_tune_iter=20)
+    assert tuned.n_iter_ > regressor.n_iter_  # it trained, without y
+    gap_before = np.mean((as_merged.predict(X) - original) ** 2)
+    assert np.mean((tuned.predict(X) - original) ** 2) < 0.5 * gap_before
+
+
+def test_merge_defaults_keep_the_accuracy_that_merging_alone_loses():
+    # The case docs/compression.md measures: digits, 8 top-2 experts merged into 4.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X / 16, y, test_size=0.25, random_state=0, stratify=y
+    )
+    teacher = MixtureOfExpertsClassifier(
+        n_experts=8, top_k=2, max_iter=60, random_state=0, n_threads=1
+    ).fit(X_train, y_train)
+    before = teacher.score(X_test, y_test)
+    alone = skmoe.merge_experts(
+        teacher, X_train, y_train, n_experts=4, fine_tune_iter=0
+    )
+    merged = skmoe.merge_experts(teacher, X_train, y_train, n_experts=4)
+    assert alone.score(X_test, y_test) < before - 0.05  # what the default repairs
+    assert merged.score(X_test, y_test) > before - 0.02
 
 
 def test_merge_multigate(multigate):

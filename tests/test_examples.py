@@ -25,8 +25,12 @@ def test_plot_quickstart(tmp_path):
     assert "'top_k'" in best.group(1)
     accuracy = re.search(r"^test accuracy: ([0-9.]+)$", out, re.MULTILINE)
     assert accuracy is not None, out
-    assert 0.0 <= float(accuracy.group(1)) <= 1.0
-    assert re.search(r"^expert usage: \[[0-9., ]+\]$", out, re.MULTILINE), out
+    # The churn rule holds for 95% of the rows (5% of the labels are flipped) and
+    # the classes are 49% and 51%: a model that learned the rule scores over 0.8.
+    assert float(accuracy.group(1)) > 0.8, out
+    usage = re.search(r"^expert usage: \[([0-9., ]+)\]$", out, re.MULTILINE)
+    assert usage is not None, out
+    assert sum(map(float, usage.group(1).split(","))) == pytest.approx(1, abs=0.02)
     assert "gate weights of a few test rows:" in out
     assert "expert_0" in out
     try:
@@ -104,7 +108,9 @@ def test_latent_clusters_quick():
         r"^adjusted Rand index of the gate's partition: (-?[0-9.]+)$", out, re.M
     )
     assert ari is not None, out
-    assert -1.0 <= float(ari.group(1)) <= 1.0
+    # A partition unrelated to the clusters scores about 0; the quick run's gate
+    # recovers about half of the structure (0.49; the full run 0.79).
+    assert float(ari.group(1)) > 0.25, out
 
 
 @pytest.mark.slow

@@ -2,11 +2,13 @@
 runs."""
 
 import re
+import sys
 from pathlib import Path
 
-import pytest
-
-tomllib = pytest.importorskip("tomllib", reason="reading pyproject needs Python 3.11")
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, which pytest itself requires below Python 3.11
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -34,12 +36,44 @@ def test_torch_is_a_plain_lower_bound():
 def test_user_install_pins_no_torch_and_explains_the_cpu_index():
     install = _section("Install")
     commands = _bash_blocks(install)
-    user = commands[0]
-    assert "venv" in user and "pip install" in user  # a fresh virtual environment
+    assert "venv" in commands[0]  # a fresh virtual environment first
     for command in commands:
         assert "torch==" not in command
     assert any(CPU_INDEX in c and c.startswith("pip install torch") for c in commands)
     assert "CPU" in install and "CUDA" in install
+
+
+def _installs_skmoe(command):
+    return re.search(r"pip install (-e )?[\"']?\.(\[|[\"' ]|$)", command) is not None
+
+
+def test_install_steps_come_in_the_order_a_reader_runs_them():
+    """The CPU-only torch comes before the line that would pull the CUDA build, and
+    installing comes before the first code that needs it."""
+    assert README.index("## Install") < README.index("## Quickstart")
+    commands = _bash_blocks(_section("Install"))
+    cpu_torch = next(i for i, c in enumerate(commands) if CPU_INDEX in c)
+    first_skmoe = next(i for i, c in enumerate(commands) if _installs_skmoe(c))
+    assert cpu_torch < first_skmoe, commands
+
+
+def test_the_quickstart_imports_what_the_install_line_before_it_installs():
+    from importlib.metadata import packages_distributions
+
+    commands = _bash_blocks(_section("Install"))
+    (line,) = [c for c in commands if _installs_skmoe(c)][:1]
+    extras = re.search(r"\.\[([\w,]+)\]", line)
+    wanted = list(PYPROJECT["project"]["dependencies"])
+    for extra in extras.group(1).split(",") if extras else []:
+        wanted += PYPROJECT["project"]["optional-dependencies"][extra]
+    installed = {re.match(r"[\w.-]+", req).group().lower() for req in wanted}
+    installed.add("skmoe")
+    (code,) = re.findall(r"```python\n(.*?)```", _section("Quickstart"), re.S)
+    modules = set(re.findall(r"^(?:from|import) (\w+)", code, re.M))
+    distributions = packages_distributions()
+    for module in modules - set(sys.stdlib_module_names):
+        names = {d.lower() for d in distributions.get(module, [module])}
+        assert names & installed, f"the Quickstart imports {module}: {line!r}"
 
 
 def test_readme_names_the_supported_python_versions():

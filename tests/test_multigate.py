@@ -135,8 +135,13 @@ def test_missing_class_labels():
     X, Y = _classification_tasks()
     Y[::3, 1] = None
     Y[1::5, 0] = np.nan
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(
+        ValueError,
+        match=r"MultiGateMoEClassifier: y contains missing.*allow_missing_labels=True",
+    ):
         MultiGateMoEClassifier(**FAST).fit(X, Y)
+    with pytest.raises(ValueError, match="MultiGateMoERegressor: y contains missing"):
+        MultiGateMoERegressor(**FAST).fit(X, np.where(Y[:, 1] == None, np.nan, 1.0))  # noqa: E711
     clf = MultiGateMoEClassifier(allow_missing_labels=True, **{**FAST, "max_iter": 60})
     clf.fit(X, Y)
     assert [list(c) for c in clf.classes_][:2] == [["no", "yes"], ["0", "1", "2"]]
@@ -216,7 +221,7 @@ def test_partial_fit_sample_weight_early_stopping_pickle_sparse_and_frames():
         clf.partial_fit(X[:10], Y[:10, :2])
 
     weighted = MultiGateMoEClassifier(**FAST).fit(X, Y, sample_weight=np.arange(400))
-    assert weighted.score(X, Y) > 0.3
+    assert weighted.score(X, Y) > 0.3  # sample weights: see the tests below
 
     stopped = MultiGateMoEClassifier(
         early_stopping=True, n_iter_no_change=3, **{**FAST, "max_iter": 300}
@@ -249,3 +254,45 @@ def test_mmoe_synthetic_data():
     np.testing.assert_array_equal(a[1], b[1])
     with pytest.raises(ValueError, match="correlation"):
         make_mmoe_synthetic(correlation=1.5)
+
+
+# -- sample weights ---------------------------------------------------------------
+@pytest.mark.parametrize("architecture", ["mmoe", "ple", "shared_bottom"])
+def test_integer_weight_equals_repeating_the_row(architecture):
+    # As for single-gate estimators (tests/test_training.py): in one batch the fits
+    # differ by float32 rounding alone; the module-level float64 test shows why.
+    X, Y, *_ = make_mmoe_synthetic(n_samples=150, n_features=5, random_state=0)
+    weights = np.random.default_rng(0).integers(1, 4, size=len(X))
+    params = dict(FAST, architecture=architecture, batch_size=10_000, max_iter=40)
+    weighted = MultiGateMoERegressor(**params).fit(X, Y, sample_weight=weights)
+    repeated = MultiGateMoERegressor(**params).fit(
+        np.repeat(X, weights, axis=0), np.repeat(Y, weights, axis=0)
+    )
+    np.testing.assert_allclose(
+        weighted.predict(X), repeated.predict(X), rtol=1e-5, atol=1e-6 * np.ptp(Y)
+    )
+
+
+def test_sample_weight_changes_what_each_task_learns():
+    X, Y = _classification_tasks()
+    plain = MultiGateMoEClassifier(**FAST).fit(X, Y)
+    # Rows labelled "yes" on the first task weigh 20 times more: the first task
+    # predicts "yes" more often, and the other tasks' predictions move as well.
+    heavy = np.where(Y[:, 0] == "yes", 20.0, 1.0)
+    weighted = MultiGateMoEClassifier(**FAST).fit(X, Y, sample_weight=heavy)
+    assert (weighted.predict(X)[:, 0] == "yes").mean() > (
+        plain.predict(X)[:, 0] == "yes"
+    ).mean()
+    moved = [
+        np.abs(a - b).max()
+        for a, b in zip(plain.predict_proba(X), weighted.predict_proba(X), strict=True)
+    ]
+    assert min(moved) > 1e-3
+    # Zero weights drop rows: the same fit as without them.
+    keep = np.arange(len(X)) % 3 > 0
+    zeroed = MultiGateMoEClassifier(**FAST, batch_size=10_000).fit(
+        X, Y, sample_weight=keep.astype(float)
+    )
+    dropped = MultiGateMoEClassifier(**FAST, batch_size=10_000).fit(X[keep], Y[keep])
+    for a, b in zip(zeroed.predict_proba(X), dropped.predict_proba(X), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -23,6 +23,7 @@ from skmoe.nn.rowwise import (
     softmax_rows,
     top_k_rows,
 )
+from skmoe.nn.thresholds import DISPATCH_MIN_SAVED_ROWS
 
 
 @pytest.fixture(autouse=True)
@@ -110,12 +111,26 @@ def test_top1_weight_is_one_but_the_router_still_gets_a_gradient():
 
 
 @pytest.mark.parametrize("top_k", [1, 2, 3])
-def test_sparse_dispatch_equals_masked_dense_mixture(top_k):
+def test_sparse_dispatch_equals_masked_dense_mixture(top_k, monkeypatch):
+    import skmoe.nn.layer
+
+    dispatched = []
+    original = skmoe.nn.layer.plan_dispatch
+
+    def spy(indices, *args):
+        dispatched.append(indices.shape[0])
+        return original(indices, *args)
+
+    monkeypatch.setattr(skmoe.nn.layer, "plan_dispatch", spy)
     layer = MixtureOfExperts(
         6, 3, n_experts=5, top_k=top_k, expert_hidden_layer_sizes=(8,)
-    )
-    x = torch.randn(40, 6)
+    ).eval()
+    # Enough rows that dispatch saves DISPATCH_MIN_SAVED_ROWS expert evaluations:
+    # the sparse path computes ``out``, the dense product the reference.
+    n_rows = -(-DISPATCH_MIN_SAVED_ROWS // (5 - top_k))
+    x = torch.randn(n_rows, 6)
     out = layer(x)
+    assert dispatched == [n_rows]
     weights = layer.gate_weights(x)
     dense = torch.einsum("be,ebo->bo", weights, layer.experts.forward_shared(x))
     torch.testing.assert_close(out, dense)

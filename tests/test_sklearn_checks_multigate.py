@@ -1,7 +1,7 @@
 """scikit-learn's conformance checks over the multi-gate estimators."""
 
 import pytest
-from _conformance import expected_failed_checks
+from _conformance import run_check
 from sklearn.utils.estimator_checks import (
     check_dataframe_column_names_consistency,
     check_param_validation,
@@ -31,32 +31,9 @@ ESTIMATORS = [
 ]
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
+@parametrize_with_checks(ESTIMATORS)
 def test_sklearn_compatible(estimator, check):
-    check(estimator)
-
-
-PROBA_DICT = (
-    "MultiGateMoE.predict_proba returns a dict from each classification task to its "
-    "probabilities (its tasks differ in classes and type); the check handles "
-    "predict_proba as one array. tests/test_multitask.py checks the same property "
-    "(pickle round trip, subsets, row order, idempotent fit, sparse input) on the dict."
-)
-MIXED_EXPECTED_FAILURES = {
-    name: PROBA_DICT
-    for name in (
-        "check_estimators_pickle",
-        "check_fit_idempotent",
-        "check_methods_sample_order_invariance",
-        "check_methods_subset_invariance",
-        "check_estimator_sparse_array",
-        "check_estimator_sparse_matrix",
-    )
-}
-
-
-def _mixed_expected_failures(estimator):
-    return {**expected_failed_checks(estimator), **MIXED_EXPECTED_FAILURES}
+    run_check(estimator, check)
 
 
 @parametrize_with_checks(
@@ -64,10 +41,9 @@ def _mixed_expected_failures(estimator):
         MultiGateMoE(**FAST),
         MultiGateMoE(architecture="ple", top_k=2, task_weights="uncertainty", **FAST),
     ],
-    expected_failed_checks=_mixed_expected_failures,
 )
 def test_sklearn_compatible_mixed(estimator, check):
-    check(estimator)
+    run_check(estimator, check)
 
 
 @pytest.mark.parametrize(

@@ -201,3 +201,44 @@ def test_cross_val_score_in_pipeline():
     scores = cross_val_score(pipe, X, y, cv=3)
     assert scores.shape == (3,)
     assert scores.mean() > 0.8
+
+
+def test_a_plain_net_trains_as_if_both_coefficients_were_zero():
+    # docs/skorch.md: without the override, the coefficients change nothing at all.
+    X, y = _classification_data(offset=20.0)
+    weights = {}
+    for coefs in [(2.0, 0.1), (0.0, 0.0)]:
+        params = _net_params(
+            X.shape[1],
+            2,
+            n_experts=4,
+            top_k=2,
+            load_balancing_coef=coefs[0],
+            router_z_loss_coef=coefs[1],
+        )
+        torch.manual_seed(0)
+        net = NeuralNetClassifier(
+            criterion=torch.nn.CrossEntropyLoss, max_epochs=3, **params
+        ).fit(X, y)
+        weights[coefs] = net.module_.state_dict()
+    assert weights[(2.0, 0.1)].keys() == weights[(0.0, 0.0)].keys()
+    for key, value in weights[(0.0, 0.0)].items():
+        torch.testing.assert_close(weights[(2.0, 0.1)][key], value, rtol=0, atol=0)
+    # With the override, the same coefficients do change the training.
+    torch.manual_seed(0)
+    aux = MoENetClassifier(
+        criterion=torch.nn.CrossEntropyLoss,
+        max_epochs=3,
+        **_net_params(
+            X.shape[1],
+            2,
+            n_experts=4,
+            top_k=2,
+            load_balancing_coef=2.0,
+            router_z_loss_coef=0.1,
+        ),
+    ).fit(X, y)
+    router = "gate.router.weight"
+    assert not torch.equal(
+        aux.module_.state_dict()[router], weights[(0.0, 0.0)][router]
+    )

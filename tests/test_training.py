@@ -2,6 +2,7 @@
 determinism, progress output and divergence."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -10,7 +11,11 @@ import torch
 from sklearn.datasets import make_classification, make_regression
 from sklearn.exceptions import ConvergenceWarning
 
-from skmoe import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+from skmoe import (
+    MixtureOfExpertsClassifier,
+    MixtureOfExpertsRegressor,
+    MultiGateMoERegressor,
+)
 from skmoe._engine import (
     Batches,
     DenseRows,
@@ -23,7 +28,7 @@ from skmoe._engine import (
     run_epoch,
     train,
 )
-from skmoe.nn import Gate, MixtureOfExperts
+from skmoe.nn import Gate, MixtureOfExperts, MultiGateMixtureOfExperts
 
 FAST = dict(random_state=0, device="cpu", learning_rate_init=1e-2)
 
@@ -61,10 +66,12 @@ def test_integer_weight_equals_repeating_the_row(regression, routing):
     )
 
 
-def weighted_and_repeated_fits(make_module, x, y, w):
+def weighted_and_repeated_fits(make_module, x, y, w, objective=None):
     """``make_module()``'s outputs on ``x`` after 20 one-batch epochs on the rows
     ``x`` of weights ``w``, then after the same on each row repeated ``w`` times
-    with unit weights; both start from the same weights (float64 modules)."""
+    with unit weights; both start from the same weights (float64 modules).
+    ``objective`` defaults to one 3-class output."""
+    objective = MultiOutputCrossEntropy([3]) if objective is None else objective
     fits = []
     for rows, targets, weights in (
         (x, y, w.double()),
@@ -80,7 +87,7 @@ def weighted_and_repeated_fits(make_module, x, y, w):
         data = Batches(DenseRows(rows), targets, weights)
         gen = torch.Generator().manual_seed(1)
         for _ in range(20):
-            run_epoch(module, MultiOutputCrossEntropy([3]), optimizer, data, 100, gen)
+            run_epoch(module, objective, optimizer, data, 100, gen)
         with torch.no_grad():
             fits.append(module.eval()(x))
     return fits
@@ -99,6 +106,50 @@ def test_weights_equal_repeated_rows_to_float64_rounding_in_one_batch(routing):
         lambda: MixtureOfExperts(6, 3, **{"n_experts": 4, **routing}).double(), x, y, w
     )
     torch.testing.assert_close(fits[0], fits[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"architecture": "mmoe"},
+        {"architecture": "cgc", "top_k": 1},
+        {"architecture": "ple", "top_k": 2},
+        {"architecture": "shared_bottom"},
+    ],
+    ids=lambda p: "-".join(map(str, p.values())),
+)
+@pytest.mark.parametrize("fused", [True, False], ids=["written-out step", "autograd"])
+def test_multi_gate_weights_equal_repeated_rows_to_float64_rounding(params, fused):
+    # The multi-gate estimators' expected failures of the same checks have the same
+    # cause: in float64 a row of weight k and k copies of it train the same
+    # two-task model, per-gate balancing losses included.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(15, 6, generator=gen, dtype=torch.float64)
+    y = torch.stack(
+        [torch.randint(0, 3, (15,), generator=gen), torch.randint(0, 2, (15,))], 1
+    )
+    w = torch.randint(0, 5, (15,), generator=gen)
+
+    def make_module():
+        module = MultiGateMixtureOfExperts(
+            6,
+            [3, 2],
+            n_shared_experts=3,
+            expert_hidden_layer_sizes=(8,),
+            tower_hidden_layer_sizes=(4,),
+            load_balancing_coef=0.3,
+            router_z_loss_coef=0.05,
+            **params,
+        ).double()
+        module.fused_training = fused
+        return module
+
+    objective = MultiOutputCrossEntropy([3, 2])
+    weighted, repeated = weighted_and_repeated_fits(make_module, x, y, w, objective)
+    torch.testing.assert_close(weighted, repeated, rtol=1e-10, atol=1e-12)
+    # ... and the weights matter: unit weights train another model.
+    unit = weighted_and_repeated_fits(make_module, x, y, torch.ones_like(w), objective)
+    assert (unit[0] - weighted).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("gating", ["noisy", "switch"])
@@ -230,19 +281,44 @@ def test_engine_restores_the_best_validation_weights():
     assert evaluate(module, objective, valid, 64) == pytest.approx(best)
 
 
-def test_convergence_warning_when_max_iter_is_reached(regression):
+def _two_tasks_for_multi_gate(est, y):
+    return np.column_stack([y, y]) if isinstance(est, MultiGateMoERegressor) else y
+
+
+@pytest.mark.parametrize(
+    "Estimator", [MixtureOfExpertsRegressor, MultiGateMoERegressor]
+)
+def test_convergence_warning_where_early_stopping_runs_out_of_epochs(
+    regression, Estimator
+):
     X, y = regression
+    est = Estimator(
+        max_iter=2, early_stopping=True, learning_rate="constant", tol=0.0, **FAST
+    )
     with pytest.warns(ConvergenceWarning, match="maximum iterations"):
-        MixtureOfExpertsRegressor(max_iter=2, learning_rate="constant", **FAST).fit(
-            X, y
-        )
+        est.fit(X, _two_tasks_for_multi_gate(est, y))
+    assert est.n_iter_ == 2
 
 
-def test_no_convergence_warning_where_a_cosine_schedule_ends(regression):
+@pytest.mark.parametrize(
+    "Estimator, params",
+    [
+        (MultiGateMoERegressor, {}),  # its defaults: a constant step, no early stop
+        (MixtureOfExpertsRegressor, {}),
+        (MixtureOfExpertsRegressor, {"learning_rate": "constant"}),
+        (MixtureOfExpertsRegressor, {"early_stopping": True, "tol": 0.0}),  # cosine
+        (MultiGateMoERegressor, {"learning_rate": "cosine", "early_stopping": True}),
+    ],
+)
+def test_no_convergence_warning_where_a_fit_ran_the_epochs_it_planned(
+    regression, Estimator, params
+):
     X, y = regression
+    est = Estimator(max_iter=2, **{**FAST, **params})
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        MixtureOfExpertsRegressor(max_iter=2, learning_rate="cosine", **FAST).fit(X, y)
+        est.fit(X, _two_tasks_for_multi_gate(est, y))
+    assert est.n_iter_ == 2  # the fit did reach max_iter
 
 
 def test_training_loss_plateau_stops_before_max_iter(regression):
@@ -311,15 +387,34 @@ def test_divergence_is_an_error_never_nan_weights(regression):
         reg.fit(X * 1e6, y)
     assert not hasattr(reg, "module_")  # a failed fresh fit leaves nothing half-fitted
 
+
+def test_divergence_keeps_the_weights_from_before_the_bad_epoch(
+    regression, monkeypatch
+):
+    import skmoe._engine.trainer as trainer
+
+    X, y = regression
     good = MixtureOfExpertsRegressor(max_iter=5, **FAST).fit(X, y)
-    before = good.predict(X)
+    starts = []  # the module's state as each epoch begins
+    original = trainer.run_epoch
+
+    def spy(module, *args, **kwargs):
+        starts.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "run_epoch", spy)
     good.set_params(warm_start=True, learning_rate_init=1e12)
-    with pytest.raises(ValueError, match="diverged"):
+    with pytest.raises(ValueError, match=r"diverged at epoch (\d+)") as info:
         good.fit(X * 1e6, y)
-    for param in good.module_.parameters():
-        assert torch.isfinite(param).all()
+    bad_epoch = int(re.search(r"epoch (\d+)", str(info.value))[1])
+    assert len(starts) == bad_epoch - 5  # it was the last epoch run
+    assert len(starts) >= 2  # so that "before the bad epoch" is not the first state
+    kept = good.module_.state_dict()
+    assert kept.keys() == starts[-1].keys()
+    for key, value in starts[-1].items():
+        torch.testing.assert_close(kept[key], value, rtol=0, atol=0)
+    assert any(not torch.equal(starts[0][k], v) for k, v in kept.items())
     assert np.isfinite(good.predict(X)).all()
-    assert good.predict(X).shape == before.shape
 
 
 def test_n_threads_applies_during_fit_and_predict_then_is_restored(

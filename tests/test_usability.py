@@ -109,13 +109,24 @@ def test_progress_bar_ends_full_where_early_stopping_ended(capsys):
     assert re.search(rf"100%.*\b{est.n_iter_}/{est.n_iter_}\b", last), last
 
 
-def test_one_convergence_warning_per_fit():
+def test_one_convergence_warning_per_fit_that_stopped_short():
+    stopping = dict(FAST, early_stopping=True, tol=0.0, learning_rate="constant")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        MultiGateMoEClassifier(**stopping).fit(X, np.column_stack([Y_CLS, Y_CLS]))
+        MixtureOfExpertsClassifier(**stopping).fit(X, Y_CLS)
         MultiGateMoEClassifier(**FAST).fit(X, np.column_stack([Y_CLS, Y_CLS]))
-        MixtureOfExpertsClassifier(learning_rate="constant", **FAST).fit(X, Y_CLS)
     kinds = [w.category for w in caught]
     assert kinds.count(ConvergenceWarning) == 2
+
+
+def test_a_default_multi_gate_grid_search_raises_no_convergence_warning():
+    search = GridSearchCV(
+        MultiGateMoEClassifier(**FAST), {"n_experts": [2, 4]}, cv=2, error_score="raise"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        search.fit(X, np.column_stack([Y_CLS, Y_CLS]))
 
 
 # -- threads --------------------------------------------------------------------------

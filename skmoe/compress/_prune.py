@@ -9,7 +9,13 @@ from ..inspection._importance import (
     MAX_EXACT_EXPERTS,
     CoalitionGame,
 )
-from ._subset import check_fine_tune_iter, check_n_experts, fine_tune, with_experts
+from ._subset import (
+    check_fine_tune_iter,
+    check_fraction,
+    check_n_experts,
+    fine_tune,
+    with_experts,
+)
 
 PRUNING_METHODS = ("greedy", "shapley", "shapley_backward", "usage", "random")
 DEFAULT_FINE_TUNE_ITER = 100
@@ -139,9 +145,11 @@ default="greedy"
             f"prune_experts: method must be one of {PRUNING_METHODS}, got {method!r}."
         )
     fine_tune_iter = check_fine_tune_iter(fine_tune_iter, "prune_experts")
-    _check_fraction(fine_tune_alpha, "fine_tune_alpha", closed=True)
+    check_fraction(fine_tune_alpha, "fine_tune_alpha", "prune_experts", closed=True)
     if validation_fraction is not None:
-        _check_fraction(validation_fraction, "validation_fraction", closed=False)
+        check_fraction(
+            validation_fraction, "validation_fraction", "prune_experts", closed=False
+        )
     if fine_tune_learning_rate is not None and not (
         isinstance(fine_tune_learning_rate, Real)
         and not isinstance(fine_tune_learning_rate, bool)
@@ -168,15 +176,6 @@ default="greedy"
     )
     pruned.kept_experts_ = list(kept)
     return pruned
-
-
-def _check_fraction(value, name, closed):
-    number = isinstance(value, Real) and not isinstance(value, bool)
-    if not number or not (0 <= value <= 1 if closed else 0 < value < 1):
-        bounds = "[0, 1]" if closed else "(0, 1)"
-        raise ValueError(
-            f"prune_experts: {name} must be a number in {bounds}, got {value!r}."
-        )
 
 
 def choose_experts(game, n_experts, method, rng):

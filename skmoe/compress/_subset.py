@@ -2,7 +2,7 @@
 
 import copy
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -194,3 +194,13 @@ def check_fine_tune_iter(fine_tune_iter, caller):
             f"{fine_tune_iter!r}."
         )
     return int(fine_tune_iter)
+
+
+def check_fraction(value, name, caller, closed):
+    """``value`` must be a number in ``[0, 1]`` (``closed``) or ``(0, 1)``."""
+    number = isinstance(value, Real) and not isinstance(value, bool)
+    if not number or not (0 <= value <= 1 if closed else 0 < value < 1):
+        bounds = "[0, 1]" if closed else "(0, 1)"
+        raise ValueError(
+            f"{caller}: {name} must be a number in {bounds}, got {value!r}."
+        )

@@ -3,6 +3,7 @@
 from numbers import Integral
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples
 
@@ -13,6 +14,7 @@ from .._base import (
     learning_rate_doc,
 )
 from .._preprocessing import INPUT_PARAMETERS_DOC
+from .._targets import as_2d_target, missing_mask
 from ..nn import MultiGateMixtureOfExperts
 from ..nn.multigate import ARCHITECTURES
 
@@ -305,6 +307,24 @@ class MultiGateEstimator(BaseMixtureOfExperts):
 
     def _allows_missing_targets(self):
         return self.allow_missing_labels
+
+    def _validate_training_data(self, X, y, reset, y_numeric):
+        if y is not None and not self.allow_missing_labels and not sp.issparse(y):
+            try:
+                values = np.asarray(y)
+            except (ValueError, TypeError):  # ragged: the shared checks say so
+                values = None
+            if (
+                values is not None
+                and values.ndim in (1, 2)
+                and missing_mask(as_2d_target(values)[0]).any()
+            ):
+                raise ValueError(
+                    f"{type(self).__name__}: y contains missing labels (NaN or "
+                    "None); set allow_missing_labels=True to train each task on "
+                    "its labelled rows, or drop those rows."
+                )
+        return super()._validate_training_data(X, y, reset, y_numeric)
 
     def _output_weights(self, n_outputs):
         if self.task_weights is None:
