@@ -136,8 +136,10 @@ def test_nan_in_y():
     labels[0] = np.nan
     with pytest.raises(ValueError, match="Input y contains NaN"):
         MixtureOfExpertsClassifier(**FAST).fit(X, labels)
-    with pytest.raises(ValueError, match="Input y contains NaN"):
+    with pytest.raises(ValueError, match="y contains missing labels") as info:
         MultiGateMoERegressor(**FAST).fit(X, np.column_stack([y, Y_REG]))
+    assert "MultiGateMoERegressor" in str(info.value)
+    assert "allow_missing_labels=True" in str(info.value)
 
 
 def test_classifier_targets():
