@@ -7,13 +7,47 @@ source of truth; its float64 copy and the NumPy small-batch model are derived fr
 at the first prediction that needs them and derived again whenever ``module_``
 changed since: a parameter or buffer edited in place (each tensor's version counter
 moves), replaced, or a submodule swapped. Nothing derived is pickled or saved.
+
+A CPU prediction is a pure function of the fitted model and the row: the same bits
+whatever the thread count, the machine's load and the other rows of the call.
+
+- Where the NumPy model exists it predicts every row count (:mod:`skmoe._small_batch`
+  computes each row on its own), in chunks of :data:`NUMPY_CHUNK_ROWS` rows.
+- Otherwise the float64 torch copy predicts, in blocks of exactly
+  :data:`BLOCK_ROWS` rows (the last one padded with copies of its last row, as the
+  modules pick some kernels by the row count), under :class:`RowwiseProducts`: its
+  matrix products (``nn.Linear``, the expert banks' ``baddbmm``, the numerical
+  embeddings' ``einsum``) are summed term by term, the same order for every row.
+  A BLAS product rounds a row differently for different batch heights, thread
+  counts and even for the row's place in the batch (one at an even place, one at
+  an odd place, for some widths); elementwise arithmetic does not. Top-k
+  dispatch is off in the float64 copy (each expert's rows would depend on the
+  other rows).
+
+Either way the blocks are independent, so several run at once on a pool of Python
+threads (``n_threads`` of them; ``"auto"`` counts the idle cores): that changes how
+soon a prediction is ready, never what it is.
 """
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+from torch.overrides import TorchFunctionMode
 
+from ._engine.threads import torch_threads
+from ._input import check_float32_range
 from ._small_batch import small_batch_model
+
+BLOCK_ROWS = 128
+"""Rows of every block the float64 torch copy predicts: a multiple of the SIMD
+widths, and at least ``SOFTMAX_MIN_ROWS`` (the modules choose some kernels by the
+row count, so every block has this many)."""
+
+NUMPY_CHUNK_ROWS = 256
+"""Rows the NumPy model evaluates at once (any count gives the same bits)."""
 
 
 class WeightsWatch:
@@ -85,7 +119,138 @@ class InferenceCache:
             return module, torch.float32, None
         if self.source is not module or not self.watch.unchanged():
             predictor = copy.deepcopy(module).double().eval()
+            for sub in predictor.modules():
+                if hasattr(sub, "min_dispatch_savings"):
+                    # Dispatch multiplies each expert's rows by its own product,
+                    # whose height depends on the other rows of the block.
+                    sub.min_dispatch_savings = float("inf")
             self.small_batch = small_batch_model(predictor)
             self.predictor, self.source = predictor, module
             self.watch = WeightsWatch(module)
         return self.predictor, torch.float64, self.small_batch
+
+
+def _dense_rows(X, start, stop):
+    part = X[start:stop]
+    check_float32_range(part)
+    if sp.issparse(part):
+        part = part.toarray()
+    # One layout for every call: a product's rounding may follow the strides.
+    return np.ascontiguousarray(part, dtype=np.float64)
+
+
+def _run_blocks(n_rows, block_rows, compute, n_workers):
+    """``compute(start, stop)`` over consecutive blocks of rows, into one array;
+    ``n_workers`` is an int or a callable returning one (asked only when there is
+    more than one block)."""
+    starts = list(range(0, n_rows, block_rows))
+    first = compute(0, min(block_rows, n_rows))
+    if len(starts) == 1:
+        return first
+    result = np.empty((n_rows, *first.shape[1:]), dtype=first.dtype)
+    result[: first.shape[0]] = first
+
+    def fill(start):
+        stop = min(start + block_rows, n_rows)
+        result[start:stop] = compute(start, stop)
+
+    if callable(n_workers):
+        n_workers = n_workers()
+    n_workers = min(n_workers, len(starts) - 1)
+    if n_workers <= 1:
+        for start in starts[1:]:
+            fill(start)
+    else:
+        with ThreadPoolExecutor(n_workers) as pool:
+            list(pool.map(fill, starts[1:]))
+    return result
+
+
+def predict_numpy(model, X, n_workers):
+    """The NumPy model's outputs for validated rows ``X`` (ndarray or sparse)."""
+    return _run_blocks(
+        X.shape[0],
+        NUMPY_CHUNK_ROWS,
+        lambda start, stop: model(_dense_rows(X, start, stop)),
+        n_workers,
+    )
+
+
+def _rowwise_matmul(a, b):
+    """``a @ b`` for ``a`` of shape ``(..., n, k)`` and ``b`` of ``(..., k, m)``,
+    added up over ``k`` one term at a time: each row's sum in the same order."""
+    out = a[..., :, :1] * b[..., :1, :]
+    for k in range(1, a.shape[-1]):
+        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
+    return out
+
+
+_PER_FEATURE = {"nfk,fkd->nfd", "nft,ftd->nfd"}
+
+
+def _einsum(equation, *operands):
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    if equation.replace(" ", "") not in _PER_FEATURE:
+        raise NotImplementedError(f"einsum {equation!r}")
+    z, weight = operands  # (n, f, k) and (f, k, d): one product per feature
+    return _rowwise_matmul(z.transpose(0, 1), weight).transpose(0, 1)
+
+
+class RowwiseProducts(TorchFunctionMode):
+    """Inside this mode, the matrix products skmoe's modules run at inference
+    (``F.linear``, ``baddbmm``, ``bmm``, ``matmul``/``@``, ``mm`` and the per-feature
+    ``einsum`` of the numerical embeddings) add their terms one at a time, so that a
+    row's result does not depend on the other rows, their number or the threads.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = torch.nn.Linear(3, 2).double()
+    >>> x = torch.randn(5, 3, dtype=torch.float64)
+    >>> with RowwiseProducts():
+    ...     alone, together = layer(x[:1]), layer(x)
+    >>> torch.equal(alone[0], together[0])
+    True
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.linear:
+            x, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            out = _rowwise_matmul(x, weight.t())
+            return out if bias is None else out + bias
+        if func is torch.baddbmm and not kwargs and len(args) == 3:
+            bias, x, weight = args
+            return bias + _rowwise_matmul(x, weight)
+        if (
+            func in (torch.bmm, torch.matmul, torch.mm, torch.Tensor.__matmul__)
+            and not kwargs
+            and args[0].ndim >= 2
+            and args[1].ndim >= 2
+        ):
+            return _rowwise_matmul(args[0], args[1])
+        if func is torch.einsum:
+            return _einsum(*args)
+        return func(*args, **kwargs)
+
+
+def predict_blocks(module, X, n_workers, fn=None):
+    """``module(x)`` (or ``fn(module, x)``) over blocks of :data:`BLOCK_ROWS`
+    float64 rows of ``X`` under :class:`RowwiseProducts`, as a float64 ndarray."""
+
+    def compute(start, stop):
+        rows = _dense_rows(X, start, stop)
+        n = rows.shape[0]
+        if n < BLOCK_ROWS:  # pad with copies of the last row
+            rows = np.concatenate([rows, np.repeat(rows[-1:], BLOCK_ROWS - n, axis=0)])
+        with torch.no_grad(), RowwiseProducts():
+            x = torch.from_numpy(rows)
+            out = module(x) if fn is None else fn(module, x)
+        return out[:n].double().numpy()
+
+    if module.training:
+        module.eval()
+    with torch_threads(1):
+        return _run_blocks(X.shape[0], BLOCK_ROWS, compute, n_workers)
