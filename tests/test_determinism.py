@@ -5,6 +5,7 @@ seeded fit is the same bits whatever else runs on the machine."""
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
 import skmoe._engine.threads as threads
 from skmoe import (
@@ -153,34 +154,45 @@ def test_a_rows_prediction_does_not_depend_on_the_other_rows(name, path, monkeyp
     _assert_same_bits(_outputs(estimator, big, None), expected, order % N_ROWS)
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["single-gate regressor", "multi-gate regressor", "single-gate top-2 classifier"],
-)
+FIT_UNDER_LOAD = {
+    # 1 and 2 torch threads fit this one to different bits (a 1,000-row batch
+    # through 8 experts: torch splits its reductions between threads).
+    "single-gate top-2 of 8": MixtureOfExpertsRegressor(
+        n_experts=8, top_k=2, batch_size=1000, max_iter=3
+    ),
+    "multi-gate regressor": MultiGateMoERegressor(n_experts=4, max_iter=3),
+}
+
+
+@pytest.mark.parametrize("name", list(FIT_UNDER_LOAD))
 def test_a_seeded_fit_is_the_same_bits_whatever_the_load(name, busy_machine):
     """n_threads="auto" must not let the machine's load choose how a fit computes."""
     import skmoe._engine.trainer as trainer
 
-    fitted = []
-    for others in (0, 3):
-        busy_machine(others)
-        seen = []
-        original = trainer.run_epoch
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 20))
+    y = X[:, 0] + np.sin(X[:, 1])
+    if name.startswith("multi"):
+        y = np.column_stack([y, X[:, 2] - y])
+    fitted, seen = [], []
+    original = trainer.run_epoch
 
-        def spy(*args, original=original, seen=seen, **kwargs):
-            seen.append(torch.get_num_threads())
-            return original(*args, **kwargs)
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
 
-        trainer.run_epoch = spy
-        try:
-            estimator, X, _ = _fit(name)
-        finally:
-            trainer.run_epoch = original
-        fitted.append((estimator, seen))
-    (first, seen_idle), (second, seen_busy) = fitted
-    assert seen_idle == seen_busy == [threads.AUTO_FIT_THREADS] * first.n_iter_
+    trainer.run_epoch = spy
+    try:
+        for others in (0, 3):  # a free 4-core machine, then 3 cores busy
+            busy_machine(others)
+            estimator = clone(FIT_UNDER_LOAD[name]).set_params(random_state=0)
+            fitted.append(estimator.fit(X, y))
+    finally:
+        trainer.run_epoch = original
+    first, second = fitted
     for a, b in zip(
         first.module_.parameters(), second.module_.parameters(), strict=True
     ):
         assert torch.equal(a, b)
     np.testing.assert_array_equal(first.predict(X), second.predict(X))
+    assert len(set(seen)) == 1  # the same thread count, idle or busy
