@@ -41,10 +41,8 @@ from ._engine.threads import torch_threads
 from ._input import check_float32_range
 from ._small_batch import small_batch_model
 
-BLOCK_ROWS = 128
-"""Rows of every block the float64 torch copy predicts: a multiple of the SIMD
-widths, and at least ``SOFTMAX_MIN_ROWS`` (the modules choose some kernels by the
-row count, so every block has this many)."""
+BLOCK_ROWS = 1024
+"""Rows the float64 torch copy predicts at once (any count gives the same bits)."""
 
 NUMPY_CHUNK_ROWS = 256
 """Rows the NumPy model evaluates at once (any count gives the same bits)."""
@@ -177,14 +175,37 @@ def predict_numpy(model, X, n_workers):
 
 
 def _rowwise_matmul(a, b):
-    """``a @ b`` for ``a`` of shape ``(..., n, k)`` and ``b`` of ``(..., k, m)``,
-    added up over ``k`` one term at a time: each row's sum in the same order."""
-    out = a[..., :, :1] * b[..., :1, :]
-    for k in range(1, a.shape[-1]):
-        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
-    return out
+    """``a @ b`` for ``a`` of shape ``(..., n, k)`` and ``b`` of ``(..., k, m)``, as
+    one NumPy vector-matrix product per row of ``a``: each row's arithmetic is the
+    same call whatever the other rows and their number."""
+    a, b = a.detach().numpy(), b.detach().numpy()
+    return torch.from_numpy(np.matmul(a[..., None, :], b[..., None, :, :])[..., 0, :])
 
 
+def _sum_along(x, dim, keepdim=False):
+    """``x.sum(dim)`` added one slice at a time, the same order for every row."""
+    total = x.narrow(dim, 0, 1).clone()
+    for j in range(1, x.shape[dim]):
+        total += x.narrow(dim, j, 1)
+    return total if keepdim else total.squeeze(dim)
+
+
+def _softmax(x, dim, log=False):
+    z = x - x.amax(dim=dim, keepdim=True)
+    e = z.exp()
+    total = _sum_along(e, dim, keepdim=True)
+    return z - total.log() if log else e / total
+
+
+_SOFTMAX = {
+    torch.softmax: False,
+    torch.nn.functional.softmax: False,
+    torch.Tensor.softmax: False,
+    torch.log_softmax: True,
+    torch.nn.functional.log_softmax: True,
+    torch.Tensor.log_softmax: True,
+}
+_SUMS = (torch.sum, torch.Tensor.sum)
 _PER_FEATURE = {"nfk,fkd->nfd", "nft,ftd->nfd"}
 
 
@@ -233,6 +254,16 @@ class RowwiseProducts(TorchFunctionMode):
             return _rowwise_matmul(args[0], args[1])
         if func is torch.einsum:
             return _einsum(*args)
+        if func in _SOFTMAX:
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            if isinstance(dim, int):
+                return _softmax(args[0], dim, log=_SOFTMAX[func])
+        if func in _SUMS and len(args) == 2 and not kwargs and isinstance(args[1], int):
+            return _sum_along(args[0], args[1])
+        if func in _SUMS and (len(args) == 1 and set(kwargs) <= {"dim", "keepdim"}):
+            dim = kwargs.get("dim")
+            if isinstance(dim, int):
+                return _sum_along(args[0], dim, kwargs.get("keepdim", False))
         return func(*args, **kwargs)
 
 
@@ -241,14 +272,10 @@ def predict_blocks(module, X, n_workers, fn=None):
     float64 rows of ``X`` under :class:`RowwiseProducts`, as a float64 ndarray."""
 
     def compute(start, stop):
-        rows = _dense_rows(X, start, stop)
-        n = rows.shape[0]
-        if n < BLOCK_ROWS:  # pad with copies of the last row
-            rows = np.concatenate([rows, np.repeat(rows[-1:], BLOCK_ROWS - n, axis=0)])
         with torch.no_grad(), RowwiseProducts():
-            x = torch.from_numpy(rows)
+            x = torch.from_numpy(_dense_rows(X, start, stop))
             out = module(x) if fn is None else fn(module, x)
-        return out[:n].double().numpy()
+        return out.double().numpy()
 
     if module.training:
         module.eval()

@@ -125,6 +125,7 @@ def test_predictions_are_the_same_bits_for_any_thread_count_and_load(
 ):
     estimator, X, y = _fit(name)
     estimator = _on_path(estimator, path, monkeypatch)
+    X, y = np.concatenate([X] * 4), np.concatenate([y] * 4)  # blocks for 4 workers
     estimator.set_params(n_threads=1)
     expected = _outputs(estimator, X, y)
     for n_threads, others in [(2, 0), (4, 0), (None, 0), ("auto", 0), ("auto", 3)]:
