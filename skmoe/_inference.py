@@ -13,16 +13,15 @@ whatever the thread count, the machine's load and the other rows of the call.
 
 - Where the NumPy model exists it predicts every row count (:mod:`skmoe._small_batch`
   computes each row on its own), in chunks of :data:`NUMPY_CHUNK_ROWS` rows.
-- Otherwise the float64 torch copy predicts, in blocks of exactly
-  :data:`BLOCK_ROWS` rows (the last one padded with copies of its last row, as the
-  modules pick some kernels by the row count), under :class:`RowwiseProducts`: its
-  matrix products (``nn.Linear``, the expert banks' ``baddbmm``, the numerical
-  embeddings' ``einsum``) are summed term by term, the same order for every row.
-  A BLAS product rounds a row differently for different batch heights, thread
-  counts and even for the row's place in the batch (one at an even place, one at
-  an odd place, for some widths); elementwise arithmetic does not. Top-k
-  dispatch is off in the float64 copy (each expert's rows would depend on the
-  other rows).
+- Otherwise the float64 torch copy predicts, in blocks of :data:`BLOCK_ROWS` rows,
+  under :class:`RowwiseProducts`: its matrix products (``nn.Linear``, the expert
+  banks' ``baddbmm``, the numerical embeddings' ``einsum``) become one NumPy
+  vector-matrix product per row, and its softmaxes and sums add their terms one
+  slice at a time. A BLAS product rounds a row differently for different batch
+  heights and thread counts, and for some widths by whether the row sits at an even
+  or odd place in the batch; torch picks some softmax and reduction kernels by the
+  row count. Top-k dispatch is off in the float64 copy (each expert's rows would
+  depend on the other rows).
 
 Either way the blocks are independent, so several run at once on a pool of Python
 threads (``n_threads`` of them; ``"auto"`` counts the idle cores): that changes how
@@ -221,8 +220,10 @@ def _einsum(equation, *operands):
 class RowwiseProducts(TorchFunctionMode):
     """Inside this mode, the matrix products skmoe's modules run at inference
     (``F.linear``, ``baddbmm``, ``bmm``, ``matmul``/``@``, ``mm`` and the per-feature
-    ``einsum`` of the numerical embeddings) add their terms one at a time, so that a
+    ``einsum`` of the numerical embeddings) are one vector-matrix product per row,
+    and softmaxes and sums over one dimension add their terms in order, so that a
     row's result does not depend on the other rows, their number or the threads.
+    CPU float64 tensors only (the float64 predictor's).
 
     Examples
     --------

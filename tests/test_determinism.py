@@ -197,3 +197,27 @@ def test_a_seeded_fit_is_the_same_bits_whatever_the_load(name, busy_machine):
         assert torch.equal(a, b)
     np.testing.assert_array_equal(first.predict(X), second.predict(X))
     assert len(set(seen)) == 1  # the same thread count, idle or busy
+
+
+def test_a_frame_with_categorical_columns_predicts_each_row_alone_the_same_bits():
+    """Embedded models (categorical columns) have no NumPy evaluator: torch path."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=N_ROWS),
+            "z": rng.normal(size=N_ROWS),
+            "city": pd.Categorical(rng.choice(list("abcdefg"), size=N_ROWS)),
+        }
+    )
+    y = frame["x"] + (frame["city"] == "a") - 0.5 * frame["z"]
+    model = MixtureOfExpertsRegressor(n_experts=3, max_iter=3, random_state=0)
+    model.fit(frame, y)
+    assert model._inference_module()[2] is None
+    expected = _outputs(model.set_params(n_threads=1), frame, None)
+    model.set_params(n_threads=2)
+    _assert_same_bits(_outputs(model, frame, None), expected)
+    order = rng.permutation(N_ROWS)
+    _assert_same_bits(_outputs(model, frame.iloc[order], None), expected, order)
+    for i in (0, 7, N_ROWS - 1):
+        _assert_same_bits(_outputs(model, frame.iloc[i : i + 1], None), expected, [i])
