@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from skmoe import MixtureOfExpertsClassifier
-from skmoe._engine.threads import auto_threads
+from skmoe._engine.threads import resolve_fit_threads
 
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
@@ -56,7 +56,7 @@ def measure(X, y, counts, epochs, rounds, chosen):
     for seed in range(rounds):
         for n in counts:
             if n == "auto":
-                chosen.append(auto_threads())
+                chosen.append(resolve_fit_threads("auto"))
             times[n].append(fit_time(X, y, n, epochs, seed))
     return {n: statistics.median(t) for n, t in times.items()}
 

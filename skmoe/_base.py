@@ -6,6 +6,7 @@ module (single- or multi-gate).
 """
 
 import copy
+import functools
 import inspect
 import types
 import warnings
@@ -44,12 +45,12 @@ from ._engine import (
 )
 from ._engine.distributed import data_parallel_group, ranks_agree
 from ._engine.objectives import MISSING_CLASS
+from ._engine.threads import prediction_workers
 from ._engine.workers import capped_threads
 from ._fitted_state import finite_or_none, history_from_json, history_to_json
-from ._inference import InferenceCache
+from ._inference import InferenceCache, predict_blocks, predict_numpy
 from ._input import check_float32_range, iter_chunks, to_rows
 from ._preprocessing import InputEncoder, plain_float_rows, usable_weights
-from ._small_batch import SMALL_BATCH_MAX_ROWS
 from ._targets import as_2d_target, missing_mask
 from .nn.embeddings import EmbeddedModel, FeatureEmbedding
 from .nn.experts import ACTIVATIONS
@@ -919,22 +920,28 @@ class BaseMixtureOfExperts(BaseEstimator):
         return self._inference_cache.get(self.module_, self.device_)
 
     def _infer(self, X, fn=None):
-        """Run the inference module over validated rows ``X``."""
+        """Run the inference module over validated rows ``X`` (float64 ndarray on
+        the CPU; see :mod:`skmoe._inference` for why a row's bits never depend on
+        the threads or the other rows)."""
         module, dtype, _ = self._inference_module()
-        with torch_threads(capped_threads(getattr(self, "n_threads", None))):
-            return infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
+        n_threads = capped_threads(getattr(self, "n_threads", None))
+        if self.device_.type == "cpu":
+            workers = functools.partial(prediction_workers, n_threads)
+            return predict_blocks(module, X, workers, fn=fn)
+        with torch_threads(n_threads):
+            out = infer(module, iter_chunks(X, self.device_, dtype), X.shape[0], fn=fn)
+        return out.double().numpy()
 
     def _raw_output(self, X):
         X = self._validate_X(X)
-        if X.shape[0] <= SMALL_BATCH_MAX_ROWS and not sp.issparse(X):
-            small_batch = self._inference_module()[2]
-        else:
-            small_batch = None
+        small_batch = self._inference_module()[2]
         if small_batch is not None:
-            # A handful of rows: NumPy's per-call cost is a fraction of torch's.
-            check_float32_range(X)
-            return small_batch(X.astype(np.float64, copy=False))
-        return self._infer(X).double().numpy()
+            # NumPy computes each row on its own, and for few rows its per-call cost
+            # is a fraction of torch's.
+            n_threads = capped_threads(getattr(self, "n_threads", None))
+            workers = functools.partial(prediction_workers, n_threads)
+            return predict_numpy(small_batch, X, workers)
+        return self._infer(X)
 
     def __getstate__(self):
         # object.__getstate__ may hand back the live __dict__: copy before editing.
@@ -976,10 +983,9 @@ class BaseMixtureOfExperts(BaseEstimator):
         ndarray of shape (n_samples, n_experts)
             Each row sums to one; with ``top_k=k`` it has exactly ``k`` non-zeros.
         """
-        weights = self._infer(
+        return self._infer(
             self._validate_X(X), fn=lambda module, x: module.gate_weights(x)
         )
-        return weights.double().numpy()
 
     def apply(self, X):
         """Each example's top expert: the one its gate weighs most.

@@ -4,7 +4,6 @@ from numbers import Real
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
@@ -12,6 +11,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from ._engine import MultiOutputCrossEntropy
 from ._engine.objectives import MISSING_CLASS
 from ._fitted_state import array_from_json, array_to_json
+from ._small_batch import softmax_rows
 from ._targets import LabelCodes, as_2d_target, local_classes, missing_mask
 
 CLASS_WEIGHT_DOC = """\
@@ -199,10 +199,7 @@ class ClassificationMixin:
         return np.split(logits, np.cumsum(self._label_codes.n_classes())[:-1], axis=1)
 
     def _probabilities(self, X):
-        return [
-            torch.softmax(torch.from_numpy(chunk), dim=1).numpy()
-            for chunk in self._output_logits(X)
-        ]
+        return [softmax_rows(chunk) for chunk in self._output_logits(X)]
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):

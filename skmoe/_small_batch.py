@@ -8,6 +8,13 @@ same float64 weights here instead. This is the inference-mode forward pass of
 :class:`skmoe.nn.MixtureOfExperts` and :class:`skmoe.nn.MultiGateMixtureOfExperts`
 (no noise, no jitter), and ``tests/test_small_batch.py`` checks it against the
 PyTorch modules for every routing scheme, activation and architecture.
+
+Every operation here computes each row on its own, in an order that does not depend
+on the other rows: matrix products are stacked vector-matrix products, one per row
+(:func:`_rows_matmul`), and sums over experts or classes add their terms one column
+at a time. A row's output is then the same bits whichever rows it is evaluated with,
+in whatever chunks: a BLAS matrix product of many rows rounds a row differently for
+different batch heights.
 """
 
 import numpy as np
@@ -35,10 +42,28 @@ _ACTIVATIONS = {
 }
 
 
-def _softmax(z):
+def _rows_matmul(x, weight):
+    """``x @ weight`` computed row by row: ``x`` is ``(..., n_rows, in)`` and
+    ``weight`` ``(..., in, out)``; each row is its own vector-matrix product, whose
+    rounding does not depend on how many rows are stacked beside it."""
+    return np.matmul(x[..., None, :], weight[..., None, :, :])[..., 0, :]
+
+
+def _column_sum(z):
+    """``z.sum(axis=1, keepdims=True)`` added left to right, the same order for
+    every row (NumPy's own reduction may pair the terms differently)."""
+    total = z[:, :1].copy()
+    for j in range(1, z.shape[1]):
+        total += z[:, j : j + 1]
+    return total
+
+
+def softmax_rows(z):
+    """Softmax of each row of a float64 ``(n, width)`` array, computed row by row
+    (the same bits for a row whichever rows come with it); ``z`` is not changed."""
     z = z - z.max(axis=1, keepdims=True)
     np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
+    z /= _column_sum(z)
     return z
 
 
@@ -46,9 +71,16 @@ def _array(tensor):
     return tensor.detach().cpu().double().numpy()
 
 
-def _mix(weights, expert_out):
-    """``(n, e)`` weights times ``(e, n, out)`` expert outputs, summed over experts."""
-    return np.einsum("ne,eno->no", weights, expert_out)
+def _mix(weights, expert_out, index=None):
+    """``(n, e)`` weights times ``(e, n, out)`` expert outputs (``expert_out[index]``
+    when an index is given), summed over experts in their order: a row's zero
+    weights add exact zeros, so its sum is the same whichever experts are present."""
+    index = range(weights.shape[1]) if index is None else index
+    out = weights[:, :1] * expert_out[index[0]]
+    term = np.empty_like(out)
+    for e in range(1, weights.shape[1]):
+        out += np.multiply(weights[:, e : e + 1], expert_out[index[e]], out=term)
+    return out
 
 
 class _Gate:
@@ -63,9 +95,9 @@ class _Gate:
     def route(self, x):
         """``(experts, weights)``: the experts any row uses (``slice(None)`` for
         all) and each row's weights over them, ``(n_rows, n_used)``."""
-        logits = x @ self.weight + self.bias
+        logits = _rows_matmul(x, self.weight) + self.bias
         if self.top_k is None:
-            return slice(None), _softmax(logits)
+            return slice(None), softmax_rows(logits)
         # Exactly tied logits may be broken differently from torch.topk; the
         # prediction is then as valid, though it may differ from the PyTorch path.
         if self.top_k == 1:
@@ -73,14 +105,15 @@ class _Gate:
         else:
             chosen = np.argsort(-logits, axis=1, kind="stable")[:, : self.top_k]
         if x.shape[0] == 1:  # one row: its experts are already distinct
-            experts, position = chosen[0], np.arange(self.top_k)[None]
+            experts = np.sort(chosen[0])  # in order, as np.unique gives them
+            position = np.argsort(np.argsort(chosen[0]))[None]
         else:
             experts, position = np.unique(chosen, return_inverse=True)
             position = position.reshape(chosen.shape)
         if self.top_k == 1:
             top_weights = np.ones_like(logits[:, :1])
         else:
-            top_weights = _softmax(np.take_along_axis(logits, chosen, axis=1))
+            top_weights = softmax_rows(np.take_along_axis(logits, chosen, axis=1))
         weights = np.zeros((x.shape[0], len(experts)))
         np.put_along_axis(weights, position, top_weights, axis=1)
         return experts, weights
@@ -105,10 +138,10 @@ class _Bank:
 
     def __call__(self, x, experts=slice(None)):
         """``x`` is ``(n_rows, in)`` for every expert, or ``(n_used, n_rows, in)``."""
-        h = np.matmul(x, self.weights[0][experts]) + self.biases[0][experts][:, None]
+        h = _rows_matmul(x, self.weights[0][experts]) + self.biases[0][experts][:, None]
         for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):
             h = self.activation(h)
-            h = np.matmul(h, weight[experts]) + bias[experts][:, None]
+            h = _rows_matmul(h, weight[experts]) + bias[experts][:, None]
         return h
 
 
@@ -128,7 +161,18 @@ class SmallBatchMixture:
     def __call__(self, X):
         """Outputs ``(n_rows, out_features)`` for float64 rows ``(n_rows, in)``."""
         experts, weights = self.gate.route(X)
-        return _mix(weights, self.experts(X, experts))
+        if isinstance(experts, slice) or X.shape[0] == 1:
+            return _mix(weights, self.experts(X, experts))
+        # Each used expert runs on the rows routed to it only; a row's terms are
+        # still added in the experts' order, to the same bits as the full mix.
+        out = None
+        for j, expert in enumerate(experts):
+            rows = np.flatnonzero(weights[:, j])
+            h = self.experts(X[rows], [expert])[0]
+            if out is None:
+                out = np.zeros((X.shape[0], h.shape[1]))
+            out[rows] += weights[rows, j : j + 1] * h
+        return out
 
 
 class SmallBatchMultiGate:
@@ -184,7 +228,7 @@ class _Level:
         mixtures = []
         for t, gate in enumerate(self.task_gates):
             weights = gate.dense_weights(task_inputs if first else task_inputs[t])
-            mixtures.append(_mix(weights, h[self.choices[t]]))
+            mixtures.append(_mix(weights, h, self.choices[t]))
         if len(mixtures) < n_tasks:  # one gate: every task reads its mixture
             mixtures = mixtures * n_tasks
         shared = None

@@ -424,7 +424,7 @@ def test_n_threads_applies_during_fit_and_predict_then_is_restored(
 
     X, y = classification
     seen = []
-    original_epoch, original_infer = trainer.run_epoch, trainer.infer
+    original_epoch = trainer.run_epoch
 
     def epoch_spy(*args, **kwargs):
         seen.append(("fit", torch.get_num_threads()))
@@ -437,15 +437,14 @@ def test_n_threads_applies_during_fit_and_predict_then_is_restored(
     assert seen == [("fit", wanted)] * 2
     assert torch.get_num_threads() == before
 
-    import skmoe._base as base
-
-    def infer_spy(*args, **kwargs):
+    def gate_weights_spy(module, x):
         seen.append(("predict", torch.get_num_threads()))
-        return original_infer(*args, **kwargs)
+        return module.gate_weights(x)
 
-    monkeypatch.setattr(base, "infer", infer_spy)
-    clf.predict(X)
-    assert seen[-1] == ("predict", wanted)
+    # A prediction runs each block of rows on one torch thread, whatever n_threads
+    # (which only sets how many blocks run at once), and restores the setting.
+    clf._infer(clf._validate_X(X), fn=gate_weights_spy)
+    assert seen[-1] == ("predict", 1)
     assert torch.get_num_threads() == before
 
 

@@ -139,7 +139,7 @@ def test_default_is_auto_threads():
     "cores, others, torch_setting, expected",
     [(4, 0, 4, 4), (4, 1, 4, 3), (4, 9, 4, 1), (8, 0, 2, 2), (2, 1, 2, 1)],
 )
-def test_auto_threads_leaves_busy_cores_alone(
+def test_auto_prediction_workers_leave_busy_cores_alone_but_fit_threads_do_not_move(
     monkeypatch, cores, others, torch_setting, expected
 ):
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
@@ -147,9 +147,9 @@ def test_auto_threads_leaves_busy_cores_alone(
     before = torch.get_num_threads()
     torch.set_num_threads(torch_setting)
     try:
-        assert threads.auto_threads() == expected
-        with torch_threads("auto"):
-            assert torch.get_num_threads() == expected
+        assert threads.prediction_workers("auto") == expected
+        with torch_threads("auto"):  # a fit's count: never read from the load
+            assert torch.get_num_threads() == threads.AUTO_FIT_THREADS
         assert torch.get_num_threads() == torch_setting
     finally:
         torch.set_num_threads(before)

@@ -76,11 +76,15 @@ PARAMETERS_DOC = (
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``. An
         unavailable device is a ``ValueError`` raised by ``fit``.
     n_threads : int, "auto" or None, default="auto"
-        torch CPU threads to use during ``fit`` and prediction; the process-wide
-        setting is restored afterwards. ``"auto"`` uses the cores no other process
-        is busy on when the call starts (at least one, at most torch's own setting),
-        which never oversubscribes a shared machine; ``None`` leaves torch's setting
-        alone. See docs/performance.md for the measurements behind the default.
+        CPU threads. ``fit`` runs torch with this many intra-op threads (the
+        process-wide setting is restored afterwards): ``"auto"`` means one, which
+        never oversubscribes a shared machine and never depends on its load, so a
+        seeded fit is the same bits whatever else runs; ``None`` leaves torch's
+        setting alone. CPU predictions compute every row the same way whatever
+        this is: it only sets how many blocks of rows run at once (``"auto"``: the
+        cores no other process is busy on; ``None``: torch's setting), so they are
+        the same bits for any value, any load and any other rows in the call. See
+        docs/performance.md for the measurements behind the default.
 """
     + INPUT_PARAMETERS_DOC
 )

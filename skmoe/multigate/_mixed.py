@@ -16,6 +16,7 @@ from .._engine.multitask import (
     MixedTaskObjective,
     UncertaintyWeights,
 )
+from .._small_batch import softmax_rows
 from .._targets import LabelCodes
 from ._multi_gate import ATTRIBUTES_DOC, PARAMETERS_DOC, MultiGateEstimator
 from ._tasks import (
@@ -474,7 +475,7 @@ or dict, default=None
             positive probability for the joint one.
         """
         return {
-            self._tasks.names[t]: torch.softmax(torch.from_numpy(out), dim=1).numpy()
+            self._tasks.names[t]: softmax_rows(out)
             for t, out in enumerate(self._task_outputs(X))
             if self._tasks.is_classification(t)
         }
@@ -591,7 +592,7 @@ class _FrozenClassifier(ClassifierMixin, BaseEstimator):
         return _task_prediction(self.encoder, self.outputs[X])
 
     def predict_proba(self, X):
-        return torch.softmax(torch.from_numpy(self.outputs[X]), dim=1).numpy()
+        return softmax_rows(self.outputs[X])
 
 
 class _TaskWeightRecorder:
