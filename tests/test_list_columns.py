@@ -134,3 +134,13 @@ def test_multi_gate_with_a_list_column_saves_and_loads(tmp_path):
     loaded = skmoe.load(tmp_path / "m.safetensors")
     np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
     assert loaded._input_encoder.bag_sizes == [3, None]
+
+
+def test_a_row_s_prediction_does_not_depend_on_the_batch():
+    X, y = genre_frame()
+    est = MixtureOfExpertsRegressor(n_threads=2, **FAST).fit(X, y)
+    whole = est.predict(X)
+    for i in (0, 7, 123):
+        np.testing.assert_array_equal(est.predict(X.iloc[[i]]), whole[[i]])
+    order = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_array_equal(est.predict(X.iloc[order]), whole[order])
