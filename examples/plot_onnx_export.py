@@ -71,7 +71,9 @@ pipe = make_pipeline(
     StandardScaler(),
     MixtureOfExpertsClassifier(n_experts=4, top_k=1, max_iter=5, random_state=0),
 ).fit(X * 100, y)
-pipe_onnx = skl2onnx.to_onnx(pipe, X[:1] * 100)
+# As for skl2onnx's own classifiers, probabilities come as a list of dicts (ZipMap)
+# unless ``zipmap`` is off.
+pipe_onnx = skl2onnx.to_onnx(pipe, X[:1] * 100, options={"zipmap": False})
 pipe_session = ort.InferenceSession(pipe_onnx.SerializeToString())
 _, pipe_proba = pipe_session.run(None, {"X": X * 100})
 difference = np.abs(pipe_proba - pipe.predict_proba(X * 100)).max()

@@ -146,7 +146,10 @@ def test_partial_fit_matches_one_process(ranks):
     for _ in range(2):
         single.partial_fit(X, y)
     _assert_params_close(_params(out, "partial", 0), _state(single), atol=1e-5)
-    np.testing.assert_allclose(reports[0]["partial"]["loss"], single.loss_curve_)
+    # float32 losses summed in another order: a few 1e-7 apart at most.
+    np.testing.assert_allclose(
+        reports[0]["partial"]["loss"], single.loss_curve_, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", TINY)

@@ -16,6 +16,7 @@ STDLIB = {
     "contextlib",
     "copy",
     "dataclasses",
+    "fractions",
     "inspect",
     "collections",
     "itertools",

@@ -269,7 +269,10 @@ class MultiGateEstimator(BaseMixtureOfExperts):
             return None, None
         per_task = isinstance(sample_weight, dict)
         if not per_task:
-            per_task = np.ndim(sample_weight) == 2
+            try:
+                per_task = np.asarray(sample_weight).ndim == 2
+            except (TypeError, ValueError):  # ragged: the 1-D check says why
+                per_task = False
         if not per_task:
             return sample_weight, None
         name = type(self).__name__
