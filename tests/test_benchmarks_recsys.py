@@ -32,3 +32,13 @@ def test_recsys_benchmark_quick_on_the_synthetic_log(tmp_path):
     lines = (tmp_path / "recsys_synthetic.csv").read_text().splitlines()
     assert lines[0].startswith("model,rows,batch_size,parameters,encode_seconds")
     assert len(lines) == 3
+
+
+def test_fit_chunks_over_a_parquet_log():
+    pytest.importorskip("pyarrow")
+    script = ROOT / "benchmarks" / "recsys_parquet.py"
+    args = ("--rows", "6000", "--chunk-rows", "2000", "--buckets", "64")
+    out = run_script(script, *args, timeout=240).stdout
+    assert "wrote 6,000 rows" in out, out
+    assert "fit_chunks over 6,000 rows:" in out, out
+    assert "tables [65, 65]" in out, out
