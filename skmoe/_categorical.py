@@ -151,27 +151,26 @@ class CategoryLookup:
 
     def codes(self, values):
         """Integer codes (int64) of ``values``, an array or a pandas Series."""
-        if is_categorical_dtype(values):
-            categories = values.cat.categories if hasattr(values, "cat") else None
-            codes = values.cat.codes if categories is not None else values.codes
-            categories = values.categories if categories is None else categories
-            mapping = self._positions(pd.Index(categories))
-            codes = np.asarray(codes)
-            return np.where(codes >= 0, mapping[np.maximum(codes, 0)], 0)
-        if not isinstance(values, pd.Series):
+        if not isinstance(values, pd.Series) and not is_categorical_dtype(values):
             values = pd.Series(np.asarray(values, dtype=object))
-        return self._positions(values)
+        return codes_by_distinct_value(values, self._distinct_codes)
 
-    def _positions(self, values):
-        # Distinct values first (one hash pass), then only those are looked up.
-        rows, uniques = pd.factorize(values, use_na_sentinel=True)
-        position = np.append(self._index.get_indexer(uniques), -1).astype(np.int64)
-        position = position[rows]  # row code -1 (missing) takes the appended -1
+    def _distinct_codes(self, uniques):
+        position = self._index.get_indexer(uniques).astype(np.int64)
         codes = position + 1
         codes[position < 0] = 0
         if self.has_infrequent:
             codes[position >= self.n_kept] = self.n_kept + 1
         return codes
+
+
+def codes_by_distinct_value(values, codes_of):
+    """``codes_of(uniques)`` spread back over the rows of ``values``, missing rows
+    coded ``0``: each distinct value is coded once (a category column's codes are
+    taken as they are, its categories being its distinct values)."""
+    rows, uniques = pd.factorize(values, use_na_sentinel=True)
+    codes = np.append(codes_of(uniques), 0).astype(np.int64)
+    return codes[rows]  # a missing row's -1 takes the appended 0
 
 
 def _canonical_bytes(value):
@@ -225,16 +224,14 @@ class HashedLookup:
 
     def codes(self, values):
         """Integer codes (int64) of ``values``, an array or a pandas Series."""
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        buckets = np.fromiter(
+        return codes_by_distinct_value(values, self._distinct_codes)
+
+    def _distinct_codes(self, uniques):
+        return np.fromiter(
             (stable_hash(v) % self.n_buckets + 1 for v in np.asarray(uniques).tolist()),
             dtype=np.int64,
             count=len(uniques),
         )
-        out = np.zeros(len(codes), dtype=np.int64)
-        present = codes >= 0
-        out[present] = buckets[codes[present]]
-        return out
 
 
 LIST_TYPES = (list, tuple, set, frozenset, np.ndarray)

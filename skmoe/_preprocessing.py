@@ -280,8 +280,9 @@ class InputEncoder:
     def _fit_categorical(self, X, categorical, weights, counted=None):
         """Choose each categorical column's vocabulary (or its hash buckets).
 
-        ``counted``, where given, holds each column's ``(uniques, counts)`` over all
-        the data (every shard of a data-parallel fit) instead of ``categorical``'s.
+        ``counted``, where given, holds each column's :meth:`count_categories` over
+        all the data (every shard of a data-parallel fit) instead of
+        ``categorical``'s.
         """
         from . import _categorical
 
@@ -290,30 +291,15 @@ class InputEncoder:
         self.hash_buckets = self._per_column(
             self.categorical_hash_buckets, names, "categorical_hash_buckets"
         )
-        separators = self.separators()
         if counted is None:
-            self.list_lengths = [
-                self._list_length(column, sep, name)
-                for column, sep, name in zip(
-                    categorical, separators, names, strict=True
-                )
-            ]
-        else:
-            self.list_lengths = [c[2] for c in counted]
+            counted = self._count_columns(categorical, weights)
+        self.list_lengths = [length for _, _, length in counted]
         self.categories, self.infrequent = [], []
-        for j, column in enumerate(categorical):
+        for j, (uniques, counts, _) in enumerate(counted):
             if self.hash_buckets[j] is not None:
                 self.categories.append(None)
                 self.infrequent.append(None)
                 continue
-            if counted is not None:
-                uniques, counts = counted[j][:2]
-            else:
-                values, entries = self._column_values(j, column)
-                element_weights = (
-                    weights if entries is None else weights.repeat(entries)
-                )
-                uniques, counts = _categorical.count_categories(values, element_weights)
             kept, infrequent = _categorical.choose_categories(
                 uniques, counts, self.min_frequency, self.max_categories
             )
@@ -333,15 +319,6 @@ class InputEncoder:
         return self._per_column(
             self.list_separators, self.categorical_names, "list_separators"
         )
-
-    def _list_length(self, column, separator, name):
-        """Slots of a categorical column's bag: its longest list in ``X`` (at least
-        one), or ``None`` for a column of scalar cells."""
-        from . import _categorical
-
-        if separator is None and not _categorical.has_list_cells(column):
-            return None
-        return int(self._column_values_of(column, separator, name)[1].max(initial=1))
 
     def _column_values(self, j, column):
         """A categorical column's values for its lookup, and, for a list column,
@@ -394,26 +371,38 @@ class InputEncoder:
         ]
 
     def count_categories(self, X, sample_weight=None):
-        """Each categorical column's distinct values and summed weights in ``X``
-        (``None`` for hashed columns): what a shard contributes to the vocabulary
-        of a data-parallel fit."""
+        """What a shard contributes to the vocabulary of a data-parallel fit: see
+        :meth:`_count_columns`."""
+        _, categorical = self._split(X)
+        return self._count_columns(
+            categorical, usable_weights(sample_weight, X.shape[0])
+        )
+
+    def _count_columns(self, categorical, weights):
+        """Per categorical column, ``(uniques, counts, list_length)``: its distinct
+        values (a list column's elements) and their summed row weights (``None``
+        for hashed columns), and the slots of its bag, its longest list (at least
+        one), or ``None`` for a column of scalar cells."""
         from . import _categorical
 
-        _, categorical = self._split(X)
-        weights = usable_weights(sample_weight, X.shape[0])
         counted = []
-        for j, column in enumerate(categorical):
-            if self.hash_buckets[j] is not None:
-                counted.append((None, None, self.list_lengths[j]))
+        for column, separator, name, buckets in zip(
+            categorical,
+            self.separators(),
+            self.categorical_names,
+            self.hash_buckets,
+            strict=True,
+        ):
+            values, entries, length = column, None, None
+            if separator is not None or _categorical.has_list_cells(column):
+                values, entries = self._column_values_of(column, separator, name)
+                length = int(entries.max(initial=1))
+            if buckets is not None:
+                counted.append((None, None, length))
                 continue
-            values, entries = self._column_values(j, column)
             element_weights = weights if entries is None else weights.repeat(entries)
-            counted.append(
-                (
-                    *_categorical.count_categories(values, element_weights),
-                    self.list_lengths[j],
-                )
-            )
+            uniques, counts = _categorical.count_categories(values, element_weights)
+            counted.append((uniques, counts, length))
         return counted
 
     def fit_transform_shared(self, X, sample_weight, exchange):
